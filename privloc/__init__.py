@@ -1,0 +1,1 @@
+"""privloc: learnable privacy-neuron localisation in language models."""
