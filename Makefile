@@ -1,0 +1,60 @@
+# privloc: `make figures` regenerates every figure and table; `make test` runs the test suite.
+# The first call of either creates .venv (about 2 minutes); later calls reuse it.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= default
+# figures/ holds the default profile's results only; other profiles write beside their executed notebooks.
+ifeq ($(PROFILE),default)
+FIGDIR ?= figures
+else
+FIGDIR ?= build/$(PROFILE)/figures
+endif
+BUILD := build/$(PROFILE)
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+EXECUTED := $(patsubst notebooks/%.ipynb,$(BUILD)/%.ipynb,$(NOTEBOOKS))
+SOURCES := $(wildcard privloc/*.py)
+
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export OMP_NUM_THREADS ?= 2
+export MPLBACKEND ?= Agg
+
+.PHONY: setup figures test lint lab html bench check clean
+.DEFAULT_GOAL := figures
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+setup: $(VENV)/.installed
+
+figures: $(EXECUTED)
+
+# Each notebook waits for the one before it (it reuses that one's cached artifacts) and reruns only
+# when itself, the package or an earlier notebook changed.
+$(foreach i,$(shell seq 2 $(words $(EXECUTED))),$(eval $(word $(i),$(EXECUTED)): $(word $(shell expr $(i) - 1),$(EXECUTED))))
+
+$(BUILD)/%.ipynb: notebooks/%.ipynb $(SOURCES) $(VENV)/.installed
+	@mkdir -p $(BUILD) $(FIGDIR)
+	$(PY) -m papermill --cwd notebooks -k python3 $< $@.tmp -p profile $(PROFILE) -p figures_dir $(abspath $(FIGDIR))
+	mv $@.tmp $@
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+lab: $(VENV)/.installed
+	$(VENV)/bin/jupyter lab notebooks
+
+html: figures
+	$(VENV)/bin/jupyter nbconvert --to html --output-dir $(BUILD)/html $(EXECUTED)
+
+clean:
+	rm -rf build artifacts .pytest_cache .ruff_cache

@@ -1,0 +1,108 @@
+"""Plain config presets: one `Profile` per scale (smoke for tests, default for a laptop CPU, paper for a GPU)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from .masking import COMPONENTS
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    n_subjects: int = 40  # the recurring cast: the memorisable part
+    docs_per_subject: int = 8  # how often each subject's PII recurs
+    n_oneoff_docs: int = 40
+    n_valid_subjects: int = 24  # validation cast, disjoint from training
+    valid_docs_per_subject: int = 2
+    vocab_size: int = 2048
+    max_len: int = 256
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    n_positions: int = 256
+    pretrained: str | None = None  # a hub name or local folder (paper profile); None trains from scratch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 3e-3
+    warmup: int = 30
+    weight_decay: float = 0.0
+    eval_every: int = 50
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LocalizeConfig:
+    steps: int = 150
+    batch_size: int = 16
+    lr: float = 0.1
+    init_log_alpha: float = 3.0
+    lambda_keep: float = 1.0
+    lambda_0: float = 1.0  # weight of R, the expected share of closed gates
+    target_share: float | None = None  # if set, a Lagrangian pulls the closed share to this value
+    loss: str = "unlikelihood"  # or "neg_ce"
+    kinds: tuple[str, ...] = ("assoc",)
+    components: tuple[str, ...] = COMPONENTS
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    localize: LocalizeConfig = field(default_factory=LocalizeConfig)
+    datasets: tuple[str, ...] = ("enron", "echr", "yelp_health")
+    device: str = "cpu"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_seed(self, seed: int) -> Profile:
+        """The same profile with every seed (data, training, localisation) set to `seed`."""
+        return replace(self, data=replace(self.data, seed=seed), train=replace(self.train, seed=seed),
+                       localize=replace(self.localize, seed=seed))
+
+
+PROFILES: dict[str, Profile] = {
+    # Seconds per notebook: every code path runs, the numbers mean nothing.
+    "smoke": Profile(
+        name="smoke",
+        data=DataConfig(n_subjects=6, docs_per_subject=2, n_oneoff_docs=3, n_valid_subjects=3,
+                        valid_docs_per_subject=1, vocab_size=400, max_len=160),
+        model=ModelConfig(n_layer=2, n_embd=32, n_head=2, n_positions=160),
+        train=TrainConfig(steps=6, batch_size=4, eval_every=3, warmup=2),
+        localize=LocalizeConfig(steps=4, batch_size=4),
+    ),
+    "default": Profile(name="default"),
+    # Pretrained GPT-2 fine-tuned on each corpus: needs the hub (or a local copy) and a GPU.
+    "paper": Profile(
+        name="paper",
+        data=DataConfig(n_subjects=200, docs_per_subject=10, n_oneoff_docs=400, n_valid_subjects=100,
+                        max_len=512),
+        model=ModelConfig(n_layer=12, n_embd=768, n_head=12, n_positions=1024, pretrained="gpt2"),
+        train=TrainConfig(steps=3000, batch_size=16, lr=5e-5, warmup=100, eval_every=250),
+        localize=LocalizeConfig(steps=600, batch_size=16),
+        device="auto",
+    ),
+}
+
+
+def get_profile(name: str | Profile, **overrides) -> Profile:
+    """The named preset; `overrides` replace whole sub-configs, e.g. train=TrainConfig(steps=10)."""
+    if isinstance(name, Profile):
+        profile = name
+    elif name in PROFILES:
+        profile = PROFILES[name]
+    else:
+        raise ValueError(f"unknown profile {name!r}: expected one of {', '.join(PROFILES)}")
+    return replace(profile, **overrides) if overrides else profile

@@ -1,0 +1,136 @@
+"""Algorithm 1: learn HardConcrete gates so that PII stops being predicted while ordinary text still is (SPEC D3).
+
+    L = L_pii + λ_keep · L_keep + λ_0 · R
+
+L_pii is the unlikelihood −log(1 − p(x_t | x_<t)) on PII targets, L_keep the cross-entropy on non-PII
+targets of the same batch, R the expected share of closed gates. Only log α is trained; the model is frozen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import LocalizeConfig
+from .masking import NeuronMasker
+from .model import trim
+from .tokenizer import Encoded
+
+
+@dataclass
+class Localization:
+    masker: NeuronMasker
+    history: list[dict]
+    seconds: float
+    config: LocalizeConfig
+    categories: tuple[str, ...] | None
+
+    def closed_ids(self) -> torch.Tensor:
+        return self.masker.closed_ids()
+
+    @property
+    def n_closed(self) -> int:
+        return len(self.closed_ids())
+
+    @property
+    def share_closed(self) -> float:
+        return self.n_closed / self.masker.n_neurons
+
+
+def pii_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "unlikelihood") -> torch.Tensor:
+    """Mean over PII target positions of −log(1 − p(target)) (or the clipped −CE), logits [M, V], targets [M]."""
+    if targets.numel() == 0:
+        return logits.sum() * 0.0
+    log_norm = torch.logsumexp(logits, dim=-1)
+    if kind == "unlikelihood":
+        # log(1 − p_y) = logsumexp over the other tokens − logsumexp over all: no cancellation as p_y → 1.
+        others = logits.scatter(-1, targets[:, None], float("-inf"))
+        return (log_norm - torch.logsumexp(others, dim=-1)).mean()
+    if kind == "neg_ce":
+        nll = log_norm - logits.gather(-1, targets[:, None]).squeeze(-1)
+        return -nll.clamp(max=10.0).mean()
+    raise ValueError(f"unknown PII loss {kind!r}: expected 'unlikelihood' or 'neg_ce'")
+
+
+def _rows_with_targets(mask: torch.Tensor) -> torch.Tensor:
+    rows = mask.any(dim=1).nonzero().flatten()
+    if len(rows) == 0:
+        raise ValueError("no PII targets match the requested kinds/categories in this corpus")
+    return rows
+
+
+def localize(
+    model,
+    enc: Encoded,
+    cfg: LocalizeConfig = LocalizeConfig(),
+    categories: Sequence[str] | None = None,
+    progress: bool = True,
+) -> Localization:
+    """Train the gates of every neuron of `cfg.components`; the returned masker holds the learned log α."""
+    device = next(model.parameters()).device
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    categories = tuple(categories) if categories else None
+    pii_mask = enc.target_mask(cfg.kinds, categories)
+    keep_mask = enc.nonpii_mask()
+    rows = _rows_with_targets(pii_mask)
+
+    masker = NeuronMasker(model, components=cfg.components, init_log_alpha=cfg.init_log_alpha)
+    masker.gates.to(device)
+    log_alpha = masker.gates.log_alpha
+    optimizer = torch.optim.Adam([log_alpha], lr=cfg.lr)
+    # CoFiPruning-style Lagrangian: λ1, λ2 rise by gradient ascent until R meets the target share.
+    lagrange = torch.zeros(2, device=device, requires_grad=True)
+    lagrange_opt = torch.optim.Adam([lagrange], lr=cfg.lr, maximize=True)
+
+    frozen = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in frozen:
+        p.requires_grad_(False)
+    was_training = model.training
+    model.eval()
+    history, start = [], time.perf_counter()
+    bar = tqdm(range(1, cfg.steps + 1), desc="localise", disable=not progress, leave=False)
+    try:
+        with masker.applied(mode="sample"):
+            for step in bar:
+                batch = rows[torch.randperm(len(rows), generator=generator)[: cfg.batch_size]]
+                ids, attention = trim(enc.input_ids[batch], enc.attention_mask[batch])
+                width = ids.shape[1] - 1
+                ids, attention = ids.to(device), attention.to(device)
+                logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]
+                targets = ids[:, 1:]
+                pii = pii_mask[batch, :width].to(device)
+                keep = keep_mask[batch, :width].to(device)
+                loss_pii = pii_loss(logits[pii], targets[pii], cfg.loss)
+                loss_keep = F.cross_entropy(logits[keep], targets[keep])
+                share = masker.gates.p_closed().mean()
+                loss = loss_pii + cfg.lambda_keep * loss_keep
+                if cfg.target_share is None:
+                    loss = loss + cfg.lambda_0 * share
+                else:
+                    gap = share - cfg.target_share
+                    loss = loss + lagrange[0] * gap + lagrange[1] * gap**2
+                optimizer.zero_grad(set_to_none=True)
+                lagrange_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if cfg.target_share is not None:
+                    lagrange_opt.step()
+                with torch.no_grad():
+                    n_closed = int((masker.gates.deterministic() == 0).sum())
+                history.append({"step": step, "loss": loss.item(), "loss_pii": loss_pii.item(),
+                                "loss_keep": loss_keep.item(), "expected_closed_share": share.item(),
+                                "n_closed": n_closed})
+                bar.set_postfix(pii=f"{loss_pii.item():.3f}", keep=f"{loss_keep.item():.3f}", closed=n_closed)
+    finally:
+        for p, flag in frozen:
+            p.requires_grad_(flag)
+        model.train(was_training)
+    log_alpha.requires_grad_(False)
+    return Localization(masker, history, time.perf_counter() - start, cfg, categories)
+

@@ -1,0 +1,140 @@
+"""The victim: a GPT-2 trained (or fine-tuned) on a PII corpus with a plain loop until it memorises (SPEC D5)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from .config import ModelConfig, TrainConfig
+from .tokenizer import Encoded
+
+
+def pick_device(device: str = "cpu") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def build_model(cfg: ModelConfig, tokenizer) -> GPT2LMHeadModel:
+    """A fresh GPT-2 sized by `cfg`, or a pretrained one when `cfg.pretrained` names a folder or hub model."""
+    if cfg.pretrained:
+        return load_model(cfg.pretrained)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=cfg.n_positions,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        # No dropout: we want the model to memorise, and masks must act on a deterministic network.
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        # GPT2Config defaults to the 50256 ids of the original vocabulary.
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).suffix != ""
+
+
+def load_model(name_or_path: str | Path) -> GPT2LMHeadModel:
+    """Load from a local folder, or from the hub by name when online (HF_HUB_OFFLINE unset)."""
+    path = Path(str(name_or_path)).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} exists but holds no model (no config.json)")
+        return GPT2LMHeadModel.from_pretrained(str(path))
+    if _looks_like_path(str(name_or_path)):
+        raise FileNotFoundError(f"model path {name_or_path} does not exist")
+    try:
+        return GPT2LMHeadModel.from_pretrained(str(name_or_path))
+    except OSError as error:
+        raise FileNotFoundError(
+            f"could not load model {name_or_path!r}: not a local folder, and the hub is unreachable or offline "
+            f"(HF_HUB_OFFLINE=1 is privloc's default; unset it to download)"
+        ) from error
+
+
+def _batches(n_rows: int, batch_size: int, generator: torch.Generator):
+    """Endless shuffled epochs of row indices."""
+    while True:
+        order = torch.randperm(n_rows, generator=generator)
+        for start in range(0, n_rows - batch_size + 1 if n_rows >= batch_size else 1, batch_size):
+            yield order[start : start + batch_size]
+
+
+def trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut right padding shared by the whole batch (rows differ in length; batches need not be as wide)."""
+    width = int(mask.sum(1).max())
+    return ids[:, :width], mask[:, :width]
+
+
+def lm_loss(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def train_victim(
+    model: GPT2LMHeadModel,
+    enc: Encoded,
+    cfg: TrainConfig,
+    evaluate: Callable[[GPT2LMHeadModel], dict] | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> list[dict]:
+    """Train every weight on the corpus; `evaluate(model)` is called every `eval_every` steps and at the end.
+
+    Returns the history: one dict per evaluation with the step, training loss, elapsed seconds and the metrics.
+    """
+    device = torch.device(device)
+    model.to(device).train()
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        progress_ = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    history, batches, losses = [], _batches(len(enc), cfg.batch_size, generator), []
+    train_seconds = 0.0
+    bar = tqdm(range(1, cfg.steps + 1), desc="train victim", disable=not progress, leave=False)
+    for step in bar:
+        start = time.perf_counter()
+        rows = next(batches)
+        ids, mask = trim(enc.input_ids[rows], enc.attention_mask[rows])
+        loss = lm_loss(model, ids.to(device), mask.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        train_seconds += time.perf_counter() - start
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if evaluate is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            model.eval()
+            record = {"step": step, "train_loss": sum(losses) / len(losses), "train_seconds": train_seconds}
+            record.update(evaluate(model))
+            history.append(record)
+            losses = []
+            model.train()
+    model.eval()
+    if evaluate is None:
+        history.append({"step": cfg.steps, "train_loss": sum(losses) / max(1, len(losses)),
+                        "train_seconds": train_seconds})
+    return history

@@ -1,0 +1,129 @@
+"""Cached pipeline steps shared by the notebooks: corpus + tokenizer, then the victim model.
+
+Each step loads its artifact when the cache holds one for the same config, and builds it otherwise, so any
+notebook can run alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import artifacts
+from .config import Profile, get_profile
+from .data import DATASETS, DataError, load_split, read_jsonl, write_jsonl
+from .metrics import leakage, perplexity
+from .model import build_model, load_model, pick_device, train_victim
+from .tokenizer import Encoded, encode_records, load_tokenizer, train_tokenizer
+
+
+@dataclass
+class Corpus:
+    name: str
+    path: Path
+    train: list[dict]
+    valid: list[dict]
+    tokenizer: object
+    enc_train: Encoded
+    enc_valid: Encoded
+
+
+@dataclass
+class Victim:
+    corpus: Corpus
+    model: torch.nn.Module
+    history: list[dict]
+    path: Path
+    train_seconds: float
+
+
+def _source_id(source: str) -> str:
+    """Names stay names; a folder is identified by its absolute path and the files' modification times."""
+    if source in DATASETS or source.startswith("hf:"):
+        return source
+    folder = Path(source).resolve()
+    stamps = [int((folder / f"{split}.jsonl").stat().st_mtime) for split in ("train", "valid")
+              if (folder / f"{split}.jsonl").exists()]
+    return f"{folder}:{stamps}"
+
+
+def corpus(source: str, profile: str | Profile = "default") -> Corpus:
+    """The train/valid records and the tokenizer trained on the training split, cached."""
+    profile = get_profile(profile)
+    cfg = profile.data
+    if source not in DATASETS and not source.startswith("hf:") and not Path(source).is_dir():
+        raise DataError(
+            f"unknown dataset {source!r}: expected one of {', '.join(DATASETS)}, a folder with "
+            "train.jsonl/valid.jsonl, or hf:<name>"
+        )
+
+    def build(folder: Path) -> None:
+        train = load_split(source, "train", seed=cfg.seed, n_subjects=cfg.n_subjects,
+                           docs_per_subject=cfg.docs_per_subject, n_oneoff_docs=cfg.n_oneoff_docs)
+        valid = load_split(source, "valid", seed=cfg.seed, n_subjects=cfg.n_valid_subjects,
+                           docs_per_subject=cfg.valid_docs_per_subject, n_oneoff_docs=cfg.n_valid_subjects)
+        write_jsonl(train, folder / "train.jsonl")
+        write_jsonl(valid, folder / "valid.jsonl")
+        if profile.model.pretrained:
+            tokenizer = pretrained_tokenizer(profile.model.pretrained)
+        else:
+            tokenizer = train_tokenizer((r["text"] for r in train), vocab_size=cfg.vocab_size)
+        tokenizer.save_pretrained(str(folder / "tokenizer"))
+
+    key = artifacts.config_key(_source_id(source), cfg, profile.model.pretrained)
+    path = artifacts.cached_dir(f"corpus/{Path(source).name}", key, build)
+    tokenizer = load_tokenizer(path / "tokenizer")
+    train, valid = read_jsonl(path / "train.jsonl"), read_jsonl(path / "valid.jsonl")
+    return Corpus(
+        Path(source).name, path, train, valid, tokenizer,
+        encode_records(tokenizer, train, cfg.max_len), encode_records(tokenizer, valid, cfg.max_len),
+    )
+
+
+def pretrained_tokenizer(name_or_path: str):
+    """A hub/local GPT-2 tokenizer with the special tokens privloc expects (GPT-2 has no pad token)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.bos_token is None:
+        tokenizer.bos_token = tokenizer.eos_token
+    return tokenizer
+
+
+def memorisation_metrics(model, data: Corpus, batch_size: int = 32) -> dict:
+    """Leakage on the training split (what was memorised) and perplexity on validation (general LM)."""
+    report = leakage(model, data.enc_train, batch_size=batch_size)
+    report.pop("per_span", None)
+    return {**report, **perplexity(model, data.enc_valid, batch_size=batch_size)}
+
+
+def victim(source: str, profile: str | Profile = "default", progress: bool = True) -> Victim:
+    """The model trained on `source` under `profile`, with its training history, cached."""
+    profile = get_profile(profile)
+    data = corpus(source, profile)
+    device = pick_device(profile.device)
+
+    def build(folder: Path) -> None:
+        torch.manual_seed(profile.train.seed)
+        model = build_model(profile.model, data.tokenizer)
+        start = time.perf_counter()
+        history = train_victim(
+            model, data.enc_train, profile.train, lambda m: memorisation_metrics(m, data), device, progress
+        )
+        model.to("cpu").save_pretrained(str(folder / "model"))
+        data.tokenizer.save_pretrained(str(folder / "model"))
+        artifacts.write_json(folder / "history.json", {
+            "history": history, "wall_seconds": time.perf_counter() - start,
+            "train_seconds": history[-1]["train_seconds"], "profile": profile.to_dict(),
+        })
+
+    key = artifacts.config_key(data.path.name, profile.model, profile.train)
+    path = artifacts.cached_dir(f"victim/{data.name}", key, build)
+    info = artifacts.read_json(path / "history.json")
+    model = load_model(path / "model").to(device).eval()
+    return Victim(data, model, info["history"], path, info["train_seconds"])

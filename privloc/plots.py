@@ -1,0 +1,66 @@
+"""Plotting helpers shared by the notebooks. Colours: the Okabe-Ito palette (colour-blind safe), with
+distinct markers and line styles so that every figure also reads in grey-scale print."""
+
+from __future__ import annotations
+
+import html
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from .data import CATEGORIES, span_kinds
+
+OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
+CATEGORY_COLOR = dict(zip(CATEGORIES, OKABE_ITO, strict=False))
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+LINESTYLES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1))]
+DATASET_STYLE = {"enron": 0, "echr": 1, "yelp_health": 2}
+
+
+def style(index: int) -> dict:
+    """Colour, marker and line style of the index-th series."""
+    return {"color": OKABE_ITO[index % len(OKABE_ITO)], "marker": MARKERS[index % len(MARKERS)],
+            "linestyle": LINESTYLES[index % len(LINESTYLES)]}
+
+
+def setup() -> None:
+    plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
+                         "font.size": 10, "svg.hashsalt": "privloc", "pdf.compression": 6})
+
+
+def highlight_html(record: dict) -> str:
+    """A document as HTML with every PII span coloured by category and labelled with its kind."""
+    pieces, cursor = [], 0
+    text = record["text"]
+    for span, kind in zip(record["spans"], span_kinds(record), strict=True):
+        pieces.append(html.escape(text[cursor: span["start"]]))
+        color = CATEGORY_COLOR.get(span["category"], "#999999")
+        value = html.escape(text[span["start"]: span["end"]])
+        pieces.append(
+            f'<span style="background:{color}55;border-bottom:2px solid {color}" '
+            f'title="{span["category"]} / {kind}">{value}<sub style="font-size:70%">'
+            f'{span["category"]}·{kind}</sub></span>'
+        )
+        cursor = span["end"]
+    pieces.append(html.escape(text[cursor:]))
+    return '<pre style="white-space:pre-wrap;font-size:90%">' + "".join(pieces) + "</pre>"
+
+
+def memorisation_curves(histories: dict[str, list[dict]], categories=CATEGORIES):
+    """Exact match of `assoc` PII per category over training steps, one panel per dataset."""
+    fig, axes = plt.subplots(1, len(histories), figsize=(4.2 * len(histories), 3.4), sharey=True, squeeze=False)
+    for ax, (name, history) in zip(axes[0], histories.items(), strict=True):
+        frame = pd.DataFrame(history)
+        for i, category in enumerate(categories):
+            column = f"em_{category}"
+            if column in frame and frame[column].notna().any():
+                ax.plot(frame["step"], frame[column], label=category, markersize=4, **style(i))
+        ax.plot(frame["step"], frame["em_assoc"], color="black", linewidth=2.5, label="all assoc")
+        ax.set_title(name)
+        ax.set_xlabel("training step")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("extraction exact match (fraction)")
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
