@@ -1,0 +1,238 @@
+"""Records of text with PII spans: validation, span kinds, JSONL I/O and dataset loaders.
+
+A record is ``{"text": str, "spans": [{"start", "end", "category", "subject"}, ...], "style": str}``
+(SPEC S8). Offsets are character offsets into ``text``, ``end`` exclusive. The synthetic generators, a
+user's JSONL folder and a Hugging Face corpus all produce this one format, so everything downstream has
+a single code path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+CATEGORIES = ("PERSON", "EMAIL", "PHONE", "ADDRESS", "DATE", "ORG")
+KINDS = ("intro", "copy", "assoc", "oneoff")
+DATASETS = ("enron", "echr", "yelp_health")
+SPLITS = ("train", "valid")
+
+# Hugging Face corpora name their held-out split in several ways; the first one present is used.
+_HF_VALID_SPLITS = ("validation", "valid", "dev", "test")
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the problem and, for JSONL, the line."""
+
+
+def _fail(problem: str, line: int | None) -> DataError:
+    return DataError(problem if line is None else f"line {line}: {problem}")
+
+
+def _is_int(value) -> bool:
+    # bool is an int subclass, but `"start": true` is a broken record, not offset 1.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_span(span, index: int, text_length: int, line: int | None) -> dict:
+    where = f"spans[{index}]"
+    if not isinstance(span, dict):
+        raise _fail(f"{where} must be an object, got {type(span).__name__}", line)
+    for key in ("start", "end", "category"):
+        if key not in span:
+            raise _fail(f"{where} is missing '{key}'", line)
+    start, end, category = span["start"], span["end"], span["category"]
+    if not (_is_int(start) and _is_int(end)):
+        raise _fail(f"{where} offsets must be integers, got start={start!r}, end={end!r}", line)
+    if start < 0 or end > text_length or start >= end:
+        raise _fail(
+            f"{where} [{start}, {end}) lies outside the text (length {text_length}) or is empty", line
+        )
+    if category not in CATEGORIES:
+        expected = ", ".join(CATEGORIES)
+        raise _fail(f"{where} has unknown category {category!r}; expected one of {expected}", line)
+    subject = span.get("subject")
+    if subject is not None and not isinstance(subject, str):
+        raise _fail(f"{where} subject must be a string or null, got {type(subject).__name__}", line)
+    return {"start": start, "end": end, "category": category, "subject": subject}
+
+
+def validate_record(rec: dict, line: int | None = None) -> dict:
+    """Check one record and return a normalised copy (spans sorted by start, subject always present)."""
+    if not isinstance(rec, dict):
+        raise _fail(f"a record must be a JSON object, got {type(rec).__name__}", line)
+    if "text" not in rec:
+        raise _fail("record is missing 'text'", line)
+    text = rec["text"]
+    if not isinstance(text, str):
+        raise _fail(f"'text' must be a string, got {type(text).__name__}", line)
+    raw_spans = rec.get("spans", [])
+    if not isinstance(raw_spans, list):
+        raise _fail(f"'spans' must be a list, got {type(raw_spans).__name__}", line)
+    if rec.get("style") is not None and not isinstance(rec["style"], str):
+        raise _fail(f"'style' must be a string, got {type(rec['style']).__name__}", line)
+
+    indexed = [(i, _validate_span(s, i, len(text), line)) for i, s in enumerate(raw_spans)]
+    indexed.sort(key=lambda pair: (pair[1]["start"], pair[1]["end"]))
+    for (prev_i, prev), (cur_i, cur) in zip(indexed, indexed[1:], strict=False):
+        if cur["start"] < prev["end"]:
+            raise _fail(
+                f"spans[{prev_i}] [{prev['start']}, {prev['end']}) and spans[{cur_i}] "
+                f"[{cur['start']}, {cur['end']}) overlap",
+                line,
+            )
+    normalised = {"text": text, "spans": [span for _, span in indexed]}
+    normalised.update({k: v for k, v in rec.items() if k not in normalised})
+    return normalised
+
+
+def span_kinds(rec: dict) -> list[str]:
+    """The kind of every span of ``rec``, aligned with ``rec["spans"]``.
+
+    Spans are visited in order of start, because a kind depends on what the reader has already seen.
+    """
+    text, spans = rec["text"], rec["spans"]
+    kinds = [""] * len(spans)
+    subjects_seen: set[str] = set()
+    for i in sorted(range(len(spans)), key=lambda j: spans[j]["start"]):
+        start, end, subject = spans[i]["start"], spans[i]["end"], spans[i].get("subject")
+        if subject is None:
+            kinds[i] = "oneoff"
+        elif text[start:end] in text[:start]:
+            kinds[i] = "copy"
+        elif subject in subjects_seen:
+            kinds[i] = "assoc"
+        else:
+            kinds[i] = "intro"
+        if subject is not None:
+            subjects_seen.add(subject)
+    return kinds
+
+
+def span_table(records: Iterable[dict]):
+    """Counts of PII occurrences as a pandas DataFrame: kinds as rows, categories as columns, zeros kept."""
+    import pandas as pd  # only the notebooks need tables
+
+    counts = Counter(
+        (kind, span["category"])
+        for rec in records
+        for span, kind in zip(rec["spans"], span_kinds(rec), strict=True)
+    )
+    return pd.DataFrame(
+        [[counts[kind, category] for category in CATEGORIES] for kind in KINDS],
+        index=pd.Index(KINDS, name="kind"),
+        columns=pd.Index(CATEGORIES, name="category"),
+    )
+
+
+def read_jsonl(path) -> list[dict]:
+    """Read and validate a JSONL file; errors name the file and the 1-based line."""
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: line {number}: invalid JSON ({err.msg})") from None
+            try:
+                records.append(validate_record(rec, line=number))
+            except DataError as err:
+                raise DataError(f"{path}: {err}") from None
+    return records
+
+
+def write_jsonl(records: Iterable[dict], path) -> None:
+    """Validate and write records, replacing ``path`` atomically so readers never see half a file."""
+    checked = [validate_record(rec, line=i) for i, rec in enumerate(records, start=1)]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for rec in checked:
+                handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def load_split(source: str, split: str, **gen_kwargs) -> list[dict]:
+    """Records of one split of a dataset.
+
+    ``source`` is a synthetic dataset name (``gen_kwargs`` go to the generator), a folder holding
+    ``train.jsonl`` and ``valid.jsonl``, or ``hf:<name>[:<config>]``. A synthetic name wins over a
+    folder of the same name; write ``./enron`` for the folder. ``gen_kwargs`` are ignored by the other
+    sources, so one configuration can serve any source.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}: expected 'train' or 'valid'")
+    source = os.fspath(source)
+    if source in DATASETS:
+        from privloc import synthetic
+
+        return synthetic.generate(source, split, **gen_kwargs)
+    if source.startswith("hf:"):
+        return _load_hf(source, split)
+    folder = Path(source)
+    if folder.is_dir():
+        split_file = folder / f"{split}.jsonl"
+        if not split_file.is_file():
+            raise DataError(
+                f"folder '{source}' has no {split}.jsonl (a dataset folder holds train.jsonl and valid.jsonl)"
+            )
+        return read_jsonl(split_file)
+    raise DataError(
+        f"unknown dataset '{source}': expected one of {', '.join(DATASETS)}, "
+        "a folder with train.jsonl/valid.jsonl, or hf:<name>"
+    )
+
+
+def _load_hf(source: str, split: str) -> list[dict]:
+    name, _, config = source[len("hf:"):].partition(":")
+    if not name:
+        raise DataError(f"'{source}' names no dataset: expected hf:<name>[:<config>]")
+    import datasets  # heavy and only needed for this source
+
+    corpus = datasets.load_dataset(name, config or None)
+    wanted = ("train",) if split == "train" else _HF_VALID_SPLITS
+    available = [s for s in wanted if s in corpus]
+    if not available:
+        raise DataError(f"'{source}' has no {' or '.join(wanted)} split (it has: {', '.join(corpus)})")
+    table = corpus[available[0]]
+    if "text" not in table.column_names:
+        raise DataError(f"'{source}' has no 'text' column (columns: {', '.join(table.column_names)})")
+    return [
+        {"text": text, "spans": regex_tag(text), "style": name}
+        for text in table["text"]
+        if isinstance(text, str) and text.strip()
+    ]
+
+
+_EMAIL_RE = re.compile(r"(?<![\w.+%-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+# North American numbers as the generators and most English corpora write them: 713-555-0142,
+# (713) 555-0142, 713.555.0142, +1 713 555 0142.
+_PHONE_RE = re.compile(r"(?<![\w+-])(?:\+?1[-. ]?)?(?:\(\d{3}\) ?|\d{3}[-. ])\d{3}[-. ]\d{4}(?![\w-])")
+
+
+def regex_tag(text: str) -> list[dict]:
+    """EMAIL and PHONE spans found by pattern (subject None), sorted and non-overlapping."""
+    found = [
+        (m.start(), m.end(), category)
+        for category, pattern in (("EMAIL", _EMAIL_RE), ("PHONE", _PHONE_RE))
+        for m in pattern.finditer(text)
+    ]
+    # Earliest first, the longer match winning a tie, so a phone-like local part loses to its e-mail.
+    found.sort(key=lambda m: (m[0], -(m[1] - m[0])))
+    spans, covered_to = [], 0
+    for start, end, category in found:
+        if start >= covered_to:
+            spans.append({"start": start, "end": end, "category": category, "subject": None})
+            covered_to = end
+    return spans
