@@ -1,0 +1,271 @@
+"""Leakage and utility metrics (SPEC S2 D8).
+
+Every metric reads one teacher-forced pass over an encoded corpus: position t of the scores is the
+prediction of token t + 1, whose PII labels are ``enc.category[:, t + 1]`` and ``enc.kind[:, t + 1]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import CATEGORIES, KINDS
+
+_ASSOC = KINDS.index("assoc") + 1  # label value of assoc tokens in enc.kind
+
+
+def _device(model) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@contextmanager
+def _eval_mode(model):
+    # Per-module flags, so that a module kept in a different mode on purpose (e.g. gates) comes back as it was.
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+@torch.no_grad()
+def score_tokens(model, enc, batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """One forward pass over the corpus: per next-token target, argmax correctness, NLL and validity."""
+    ids, att = enc.input_ids, enc.attention_mask
+    n, length = ids.shape
+    correct = torch.zeros(n, length - 1, dtype=torch.bool)
+    nll = torch.zeros(n, length - 1)
+    dev = _device(model)
+    with _eval_mode(model):
+        for lo in range(0, n, batch_size):
+            b_att = att[lo : lo + batch_size]
+            # Padding is on the right, so cutting it off leaves every real position unchanged.
+            width = max(int(b_att.sum(1).max()), 2)
+            x = ids[lo : lo + batch_size, :width].to(dev)
+            logits = model(input_ids=x, attention_mask=b_att[:, :width].to(dev)).logits[:, :-1].float()
+            tgt = x[:, 1:]
+            tgt_logit = logits.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+            nll[lo : lo + batch_size, : width - 1] = (logits.logsumexp(-1) - tgt_logit).cpu()
+            correct[lo : lo + batch_size, : width - 1] = (logits.argmax(-1) == tgt).cpu()
+    valid = att[:, 1:].bool() & att[:, :-1].bool()
+    return {"correct": correct & valid, "nll": torch.where(valid, nll, 0.0), "valid": valid}
+
+
+def _span_rows(enc) -> np.ndarray:
+    """Row of each span, read from span_id (robust to SpanInfo.doc being a corpus-wide document id); -1 if absent."""
+    rows = np.full(len(enc.spans), -1)
+    r, t = (enc.span_id >= 0).nonzero(as_tuple=True)
+    rows[enc.span_id[r, t].numpy()] = r.numpy()
+    return rows
+
+
+def span_exact_match(scores: dict, enc) -> np.ndarray:
+    """Per span: every token predicted correctly from the true prefix.
+
+    Teacher-forced argmax over the span equals greedy extraction from the true prefix, as long as all
+    earlier tokens were right, so one pass is enough.
+    """
+    ok = (scores["correct"] & scores["valid"]).numpy()
+    # wrong[r, t] = number of wrong targets among positions < t; a span's targets are [tok_start - 1, tok_end - 1).
+    wrong = np.concatenate([np.zeros((ok.shape[0], 1), dtype=np.int64), np.cumsum(~ok, axis=1)], axis=1)
+    rows = _span_rows(enc)
+    exact = np.zeros(len(enc.spans), dtype=bool)
+    for i, sp in enumerate(enc.spans):
+        # A span missing from the rows or cut by truncation cannot be extracted in full.
+        if rows[i] >= 0 and 1 <= sp.tok_start < sp.tok_end <= ok.shape[1] + 1:
+            exact[i] = wrong[rows[i], sp.tok_end - 1] == wrong[rows[i], sp.tok_start - 1]
+    return exact
+
+
+def _mean(x) -> float:
+    x = np.asarray(x, dtype=float)
+    return float(x.mean()) if x.size else math.nan
+
+
+def leakage(model, enc, batch_size: int = 32) -> dict:
+    """Extraction exact match on memorised (assoc) PII, per category and per kind, and PII token accuracy."""
+    scores = score_tokens(model, enc, batch_size)
+    exact = span_exact_match(scores, enc)
+    per_span = pd.DataFrame(
+        {
+            "doc": [s.doc for s in enc.spans],
+            "category": [s.category for s in enc.spans],
+            "kind": [s.kind for s in enc.spans],
+            "subject": [s.subject for s in enc.spans],
+            "text": [s.text for s in enc.spans],
+            "exact": exact,
+        }
+    )
+    assoc = per_span[per_span["kind"] == "assoc"]
+    out = {"em_assoc": _mean(assoc["exact"]), "n_assoc": len(assoc)}
+    for cat in CATEGORIES:
+        out[f"em_{cat}"] = _mean(assoc.loc[assoc["category"] == cat, "exact"])
+    for kind in KINDS:
+        out[f"em_kind_{kind}"] = _mean(per_span.loc[per_span["kind"] == kind, "exact"])
+    on_assoc = scores["valid"] & (enc.kind[:, 1:] == _ASSOC)
+    out["pii_token_acc"] = _mean(scores["correct"][on_assoc].numpy())
+    out["per_span"] = per_span
+    return out
+
+
+def perplexity(model, enc, batch_size: int = 32) -> dict:
+    """Perplexity (natural log) on non-PII targets and on all targets."""
+    scores = score_tokens(model, enc, batch_size)
+    nll, valid = scores["nll"].double(), scores["valid"]
+    nonpii = valid & (enc.category[:, 1:] == 0)
+    return {
+        "ppl_nonpii": math.exp(nll[nonpii].mean()) if nonpii.any() else math.nan,
+        "ppl_all": math.exp(nll[valid].mean()) if valid.any() else math.nan,
+    }
+
+
+def evaluate(model, enc_train, enc_valid, batch_size: int = 32) -> dict:
+    """Memorisation on the training corpus and utility on the validation corpus, as one flat dict."""
+    out = leakage(model, enc_train, batch_size)
+    out.pop("per_span")
+    out.update(perplexity(model, enc_valid, batch_size))
+    return out
+
+
+def exposure_from_rank(rank: float, n_candidates: int) -> float:
+    """Exposure (Carlini et al.): log2 |C| - log2 rank, with a 1-based rank."""
+    return math.log2(n_candidates) - math.log2(rank)
+
+
+def mean_reciprocal_rank(ranks) -> float:
+    return _mean(1.0 / np.asarray(ranks, dtype=float))
+
+
+def _affixes(tokenizer, truth_ids: list[int], text: str) -> tuple[str, str] | None:
+    """Text the span's tokens carry around the PII itself (typically the leading space of byte-level BPE)."""
+    decoded = tokenizer.decode(truth_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    at = decoded.find(text)
+    return None if at < 0 else (decoded[:at], decoded[at + len(text) :])
+
+
+def _encode(tokenizer, texts: list[str], affixes: tuple[str, str]) -> list[list[int]]:
+    return tokenizer([affixes[0] + t + affixes[1] for t in texts], add_special_tokens=False)["input_ids"]
+
+
+@torch.no_grad()
+def _sequence_logprobs(model, prefix: torch.Tensor, seqs: list[list[int]], batch_size: int) -> np.ndarray:
+    """Total log-likelihood of each token sequence given one shared prefix; the prefix runs once."""
+    dev = _device(model)
+    out = model(prefix.to(dev).unsqueeze(0), use_cache=True)
+    first = out.logits[0, -1].float().log_softmax(-1)
+    cache = out.cache if getattr(out, "cache", None) is not None else getattr(out, "past_key_values", None)
+    # Batches of similar lengths waste little on padding.
+    order = sorted(range(len(seqs)), key=lambda j: len(seqs[j]))
+    totals = []
+    for lo in range(0, len(seqs), batch_size):
+        chunk = [seqs[j] for j in order[lo : lo + batch_size]]
+        lens = torch.tensor([len(s) for s in chunk], device=dev)
+        x = torch.zeros(len(chunk), int(lens.max()), dtype=torch.long, device=dev)
+        for i, s in enumerate(chunk):
+            x[i, : len(s)] = torch.tensor(s)
+        total = first[x[:, 0]]
+        if x.shape[1] > 1:
+            past = None
+            if cache is not None:
+                # The model extends the cache it is given: each batch gets its own copy.
+                past = copy.deepcopy(cache)
+                past.batch_repeat_interleave(len(chunk))
+            # Positional: the cache argument is renamed across transformers 5.x releases.
+            logits = model(x[:, :-1], past, use_cache=True).logits.float()
+            lp = logits.log_softmax(-1).gather(-1, x[:, 1:].unsqueeze(-1)).squeeze(-1)
+            # Right padding only follows a sequence's last token, so it never affects its scores.
+            keep = torch.arange(lp.shape[1], device=dev) < (lens - 1).unsqueeze(1)
+            total = total + torch.where(keep, lp, torch.zeros_like(lp)).sum(1)
+        totals.append(total.cpu())
+    out = np.empty(len(seqs))
+    out[order] = torch.cat(totals).double().numpy()
+    return out
+
+
+@torch.no_grad()
+def candidate_ranks(
+    model, enc, candidates: dict[str, list[str]], tokenizer, max_spans: int = 64, seed: int = 0, batch_size: int = 256
+) -> pd.DataFrame:
+    """Rank of each sampled assoc span's true string among same-category candidates, by likelihood in context.
+
+    The truth is scored from the row's own tokens, so it gets exactly its in-context log-likelihood.
+    Candidates are tokenized with the same surrounding text as the truth's tokens carry (the leading
+    space of byte-level BPE), so that " Ann" competes with " Bob" and not with "Bob".
+    """
+    rows = _span_rows(enc)
+    length = enc.input_ids.shape[1]
+    config = getattr(model, "config", None)
+    max_pos = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 10**9
+    eligible = [
+        i
+        for i, sp in enumerate(enc.spans)
+        if sp.kind == "assoc" and candidates.get(sp.category) and rows[i] >= 0 and 1 <= sp.tok_start < sp.tok_end <= length
+    ]
+    # The sample depends only on the corpus and the seed, so every model is ranked on the same spans.
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(eligible, size=min(max_spans, len(eligible)), replace=False).tolist()) if eligible else []
+
+    records, unaligned, mismatched = [], 0, 0
+    with _eval_mode(model):
+        for i in chosen:
+            sp = enc.spans[i]
+            row = enc.input_ids[rows[i]]
+            truth = row[sp.tok_start : sp.tok_end].tolist()
+            affixes = _affixes(tokenizer, truth, sp.text)
+            if affixes is None:
+                unaligned += 1
+                affixes = ("", "")
+            elif _encode(tokenizer, [sp.text], affixes)[0] != truth:
+                mismatched += 1
+            texts = [c for c in dict.fromkeys(candidates[sp.category]) if c != sp.text]
+            others = {}
+            for ids in _encode(tokenizer, texts, affixes):
+                # Too long for the context window means it cannot be scored: leave it out rather than rank it last.
+                if ids and ids != truth and sp.tok_start + len(ids) <= max_pos:
+                    others[tuple(ids)] = None
+            scores = _sequence_logprobs(model, row[: sp.tok_start], [truth, *map(list, others)], batch_size)
+            # Ties count half, so a model indifferent between candidates is not credited with exposure.
+            rank = 1 + (scores[1:] > scores[0]).sum() + 0.5 * (scores[1:] == scores[0]).sum()
+            n = len(scores)
+            records.append(
+                {
+                    "span": i,
+                    "doc": sp.doc,
+                    "category": sp.category,
+                    "text": sp.text,
+                    "rank": float(rank),
+                    "n_candidates": n,
+                    "exposure": exposure_from_rank(rank, n),
+                    "reciprocal_rank": 1.0 / rank,
+                    "logp": float(scores[0]),
+                }
+            )
+    if unaligned or mismatched:
+        warnings.warn(
+            f"candidate_ranks: {unaligned} span(s) whose text is not found in its decoded tokens and {mismatched} "
+            "whose re-tokenized text differs from its tokens in context; candidates there may be tokenized "
+            "differently from the truth",
+            stacklevel=2,
+        )
+    cols = ["span", "doc", "category", "text", "rank", "n_candidates", "exposure", "reciprocal_rank", "logp"]
+    return pd.DataFrame(records, columns=cols)
+
+
+def exposure_summary(ranks_df: pd.DataFrame) -> dict:
+    return {
+        "exposure": _mean(ranks_df["exposure"]),
+        "mrr": _mean(ranks_df["reciprocal_rank"]),
+        "n_candidates": _mean(ranks_df["n_candidates"]),
+        # The largest exposure the candidate sets allow: exposure saturates there.
+        "exposure_max": _mean(np.log2(ranks_df["n_candidates"].to_numpy(dtype=float))),
+        "n_spans": len(ranks_df),
+    }
