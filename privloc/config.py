@@ -9,8 +9,11 @@ from .masking import COMPONENTS
 
 @dataclass(frozen=True)
 class DataConfig:
-    n_subjects: int = 40  # the recurring cast: the memorisable part
-    docs_per_subject: int = 8  # how often each subject's PII recurs
+    n_subjects: int = 20  # the recurring cast: the memorisable part
+    # How often each subject's PII recurs. Many distinct documents per subject (rather than many epochs
+    # over few) let the model memorise the PII without memorising whole documents, which would hurt
+    # validation perplexity.
+    docs_per_subject: int = 20
     n_oneoff_docs: int = 40
     n_valid_subjects: int = 24  # validation cast, disjoint from training
     valid_docs_per_subject: int = 2
@@ -30,7 +33,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 600
+    steps: int = 400
     batch_size: int = 16
     lr: float = 3e-3
     warmup: int = 30

@@ -7,7 +7,7 @@ notebook can run alone.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -15,7 +15,10 @@ import torch
 from . import artifacts
 from .config import Profile, get_profile
 from .data import DATASETS, DataError, load_split, read_jsonl, write_jsonl
+from .localize import Localization, localize
+from .masking import NeuronMasker
 from .metrics import leakage, perplexity
+from .mitigate import masked
 from .model import build_model, load_model, pick_device, train_victim
 from .tokenizer import Encoded, encode_records, load_tokenizer, train_tokenizer
 
@@ -127,3 +130,32 @@ def victim(source: str, profile: str | Profile = "default", progress: bool = Tru
     info = artifacts.read_json(path / "history.json")
     model = load_model(path / "model").to(device).eval()
     return Victim(data, model, info["history"], path, info["train_seconds"])
+
+
+def localization(source: str, profile: str | Profile = "default", categories: tuple[str, ...] | None = None,
+                 progress: bool = True, **overrides) -> Localization:
+    """Algorithm 1 on the victim of `source` (optionally restricted to PII `categories`), cached as a mask file.
+
+    `overrides` replace fields of the profile's LocalizeConfig (e.g. seed=1, steps=50).
+    """
+    profile = get_profile(profile)
+    cfg = replace(profile.localize, **overrides)
+    categories = tuple(categories) if categories else None
+    v = victim(source, profile, progress=progress)
+
+    def build(folder: Path) -> None:
+        loc = localize(v.model, v.corpus.enc_train, cfg, categories, progress=progress)
+        loc.masker.save(folder / "mask", meta={"history": loc.history, "seconds": loc.seconds,
+                                               "categories": categories, "config": asdict(cfg)})
+
+    key = artifacts.config_key(v.path.name, cfg, categories)
+    path = artifacts.cached_dir(f"mask/{v.corpus.name}", key, build)
+    masker = NeuronMasker.from_file(v.model, path / "mask")
+    meta = artifacts.read_json(path / "mask.json")["meta"]
+    return Localization(masker, meta["history"], meta["seconds"], cfg, categories)
+
+
+def deactivation_effect(v: Victim, neuron_ids, components) -> dict:
+    """Memorisation metrics of the victim with `neuron_ids` switched off (hard mask, no copy)."""
+    with masked(v.model, neuron_ids, components):
+        return memorisation_metrics(v.model, v.corpus)

@@ -64,3 +64,58 @@ def memorisation_curves(histories: dict[str, list[dict]], categories=CATEGORIES)
     axes[0][-1].legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def gate_grid(masker, title: str = "", width: int = 32):
+    """Fig. 1: every gate of one trained mask, a panel per (layer, component); closed gates stand out.
+
+    Each panel lays the component's units out row by row, `width` per row; colour is the deterministic
+    gate value (1 = open, 0 = closed = a privacy neuron).
+    """
+    from matplotlib.colors import LinearSegmentedColormap
+
+    gates = masker.gates.deterministic().detach().cpu().numpy()
+    table = masker.neuron_table()
+    components = masker.components
+    # Dark = closed, pale = open: survives grey-scale printing; orange tint marks the privacy neurons.
+    cmap = LinearSegmentedColormap.from_list("gate", ["#D55E00", "#F0E0C0", "#F7F7F7"])
+    heights = [max(masker.component_sizes[c] // width, 1) for c in components]
+    fig, axes = plt.subplots(masker.n_layer, len(components), figsize=(1.9 * len(components), 1.0 * masker.n_layer + 0.8),
+                             gridspec_kw={"width_ratios": [1] * len(components)}, squeeze=False)
+    image = None
+    for layer in range(masker.n_layer):
+        for j, component in enumerate(components):
+            ax = axes[layer][j]
+            values = gates[(table["layer"] == layer) & (table["component"] == j)]
+            image = ax.imshow(values.reshape(heights[j], -1), cmap=cmap, vmin=0, vmax=1, aspect="auto",
+                              interpolation="nearest")
+            closed = int((values == 0).sum())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(f"{closed}/{values.size} closed", fontsize=7, labelpad=1)
+            if layer == 0:
+                ax.set_title(component, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"layer {layer}", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.colorbar(image, ax=axes, fraction=0.02, pad=0.01, label="deterministic gate value (0 = closed)")
+    return fig
+
+
+def history_curves(histories: dict[str, list[dict]]):
+    """Loss terms and closed-gate count over localisation steps, one line per dataset."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for i, (name, history) in enumerate(histories.items()):
+        frame = pd.DataFrame(history)
+        kw = {**style(i), "markevery": max(1, len(frame) // 8), "markersize": 4, "label": name}
+        axes[0].plot(frame["step"], frame["loss_pii"], **kw)
+        axes[1].plot(frame["step"], frame["loss_keep"], **kw)
+        axes[2].plot(frame["step"], frame["n_closed"], **kw)
+    for ax, label in zip(axes, ["L_pii: −log(1 − p) on PII targets (nats)", "L_keep: CE on non-PII targets (nats)",
+                                "closed gates (count)"], strict=True):
+        ax.set_xlabel("localisation step")
+        ax.set_ylabel(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
