@@ -67,11 +67,12 @@ def _rows_with_targets(mask: torch.Tensor) -> torch.Tensor:
 def localize(
     model,
     enc: Encoded,
-    cfg: LocalizeConfig = LocalizeConfig(),
+    cfg: LocalizeConfig | None = None,
     categories: Sequence[str] | None = None,
     progress: bool = True,
 ) -> Localization:
     """Train the gates of every neuron of `cfg.components`; the returned masker holds the learned log α."""
+    cfg = cfg or LocalizeConfig()
     device = next(model.parameters()).device
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from . import masking
 from .masking import COMPONENTS, NeuronMasker
@@ -25,6 +25,24 @@ def _unit_columns(block: nn.Module, component: str, n_embd: int) -> tuple[nn.Mod
         return block.attn.c_attn, ("attn.q", "attn.k", "attn.v").index(component) * n_embd
     # mlp.in is gated after the activation; zeroing c_fc's column gives act(0), which must then be 0.
     return {"attn.o": block.attn.c_proj, "mlp.in": block.mlp.c_fc, "mlp.out": block.mlp.c_proj}[component], 0
+
+
+def unit_columns(model: nn.Module, neuron_ids, components: Sequence[str] = COMPONENTS) -> list[tuple[nn.Module, Tensor]]:
+    """Where the listed neurons live in `model`'s weights: (Conv1D, output columns) per (layer, component).
+
+    Ids are those of a `NeuronMasker(model, components)`; a unit is its Conv1D weight column and bias entry.
+    q, k and v share `c_attn`, so the same module can appear in several entries.
+    """
+    layout = NeuronMasker(model, components)  # only for the id layout: nothing is attached
+    ids = np.unique(layout._as_ids(neuron_ids))
+    table = layout.neuron_table()
+    layer, component, unit = table["layer"][ids], table["component"][ids], table["unit"][ids]
+    out = []
+    for ly, ci in sorted(set(zip(layer.tolist(), component.tolist(), strict=True))):
+        module, offset = _unit_columns(layout.blocks[ly], layout.components[ci], layout.n_embd)
+        out.append((module, torch.as_tensor(unit[(layer == ly) & (component == ci)] + offset,
+                                            device=module.weight.device)))
+    return out
 
 
 def _drop_masker_hooks(model: nn.Module) -> None:
@@ -43,21 +61,15 @@ def deactivate(model: nn.Module, neuron_ids, components: Sequence[str] = COMPONE
     "hard" mode with `set_hard(neuron_ids)`, needs no hooks, and can be saved with `save_pretrained`.
     The original model is left untouched.
     """
-    layout = NeuronMasker(model, components)  # only for the id layout: nothing is attached
-    ids = np.unique(layout._as_ids(neuron_ids))
-    table = layout.neuron_table()
     edited = copy.deepcopy(model)
     _drop_masker_hooks(edited)
-    blocks = edited.transformer.h if hasattr(edited, "transformer") else edited.h
-    if "mlp.in" in layout.components and len(ids):
-        act = blocks[0].mlp.act
+    columns = unit_columns(edited, neuron_ids, components)
+    if "mlp.in" in components and columns:
+        act = (edited.transformer.h if hasattr(edited, "transformer") else edited.h)[0].mlp.act
         if act(torch.zeros(1)).item() != 0:
             raise ValueError(f"cannot bake mlp.in neurons into the weights: the activation {act} maps 0 to non-0")
-    layer, component, unit = table["layer"][ids], table["component"][ids], table["unit"][ids]
     with torch.no_grad():
-        for ly, ci in sorted(set(zip(layer.tolist(), component.tolist(), strict=True))):
-            module, offset = _unit_columns(blocks[ly], layout.components[ci], layout.n_embd)
-            cols = torch.as_tensor(unit[(layer == ly) & (component == ci)] + offset, device=module.weight.device)
+        for module, cols in columns:
             module.weight[:, cols] = 0.0
             module.bias[cols] = 0.0
     return edited
