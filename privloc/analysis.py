@@ -164,6 +164,12 @@ def jaccard_chance_matrix(sets: dict, n_total: int) -> pd.DataFrame:
     return pd.DataFrame(values, index=pd.Index(names), columns=pd.Index(names))
 
 
+def offdiag_mean(matrix: pd.DataFrame) -> float:
+    """Mean of a square matrix's off-diagonal cells (NaN cells ignored)."""
+    values = matrix.to_numpy(dtype=float)
+    return float(np.nanmean(values[~np.eye(len(values), dtype=bool)])) if len(values) > 1 else float("nan")
+
+
 def transfer_matrix(em_before: dict, em_after: dict) -> pd.DataFrame:
     """Relative leakage drop: row = category whose neurons are deactivated, column = category measured,
     cell = (em_before[col] - em_after[(row, col)]) / em_before[col]; NaN where em_before[col] is 0 or the

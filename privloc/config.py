@@ -45,6 +45,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class LocalizeConfig:
     steps: int = 150
+    category_steps: int = 60  # per-category localisations (notebook 05): five of them share one budget
     batch_size: int = 16
     lr: float = 0.1
     init_log_alpha: float = 3.0
@@ -84,7 +85,7 @@ PROFILES: dict[str, Profile] = {
                         valid_docs_per_subject=1, vocab_size=400, max_len=160),
         model=ModelConfig(n_layer=2, n_embd=32, n_head=2, n_positions=160),
         train=TrainConfig(steps=6, batch_size=4, eval_every=3, warmup=2),
-        localize=LocalizeConfig(steps=4, batch_size=4),
+        localize=LocalizeConfig(steps=4, category_steps=3, batch_size=4),
     ),
     "default": Profile(name="default"),
     # Pretrained GPT-2 fine-tuned on each corpus: needs the hub (or a local copy) and a GPU.

@@ -236,3 +236,16 @@ def regex_tag(text: str) -> list[dict]:
             spans.append({"start": start, "end": end, "category": category, "subject": None})
             covered_to = end
     return spans
+
+
+def scrub(records: Iterable[dict]) -> list[dict]:
+    """The records with every PII span replaced by its category tag (e.g. "[PHONE]") and no spans left."""
+    scrubbed = []
+    for record in records:
+        text, cursor, pieces = record["text"], 0, []
+        for span in sorted(record["spans"], key=lambda s: s["start"]):
+            pieces += [text[cursor: span["start"]], f"[{span['category']}]"]
+            cursor = span["end"]
+        pieces.append(text[cursor:])
+        scrubbed.append({**record, "text": "".join(pieces), "spans": []})
+    return scrubbed

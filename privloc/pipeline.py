@@ -14,7 +14,7 @@ import torch
 
 from . import artifacts
 from .config import Profile, get_profile
-from .data import DATASETS, DataError, load_split, read_jsonl, write_jsonl
+from .data import CATEGORIES, DATASETS, DataError, load_split, read_jsonl, scrub, write_jsonl
 from .localize import Localization, localize
 from .masking import NeuronMasker
 from .metrics import leakage, perplexity
@@ -98,6 +98,12 @@ def pretrained_tokenizer(name_or_path: str):
     return tokenizer
 
 
+def assoc_categories(data: Corpus) -> list[str]:
+    """The PII categories that have memorisable (`assoc`) occurrences in the training split, in canonical order."""
+    present = {s.category for s in data.enc_train.spans if s.kind == "assoc"}
+    return [c for c in CATEGORIES if c in present]
+
+
 def memorisation_metrics(model, data: Corpus, batch_size: int = 32) -> dict:
     """Leakage on the training split (what was memorised) and perplexity on validation (general LM)."""
     report = leakage(model, data.enc_train, batch_size=batch_size)
@@ -105,8 +111,12 @@ def memorisation_metrics(model, data: Corpus, batch_size: int = 32) -> dict:
     return {**report, **perplexity(model, data.enc_valid, batch_size=batch_size)}
 
 
-def victim(source: str, profile: str | Profile = "default", progress: bool = True) -> Victim:
-    """The model trained on `source` under `profile`, with its training history, cached."""
+def victim(source: str, profile: str | Profile = "default", progress: bool = True, scrubbed: bool = False) -> Victim:
+    """The model trained on `source` under `profile`, with its training history, cached.
+
+    `scrubbed=True` trains the same model on the corpus with every PII span replaced by its category tag:
+    the training-time reference of Table 1. Either way the returned victim is evaluated on the real corpus.
+    """
     profile = get_profile(profile)
     data = corpus(source, profile)
     device = pick_device(profile.device)
@@ -114,9 +124,12 @@ def victim(source: str, profile: str | Profile = "default", progress: bool = Tru
     def build(folder: Path) -> None:
         torch.manual_seed(profile.train.seed)
         model = build_model(profile.model, data.tokenizer)
+        train_enc = data.enc_train
+        if scrubbed:
+            train_enc = encode_records(data.tokenizer, scrub(data.train), profile.data.max_len)
         start = time.perf_counter()
         history = train_victim(
-            model, data.enc_train, profile.train, lambda m: memorisation_metrics(m, data), device, progress
+            model, train_enc, profile.train, lambda m: memorisation_metrics(m, data), device, progress
         )
         model.to("cpu").save_pretrained(str(folder / "model"))
         data.tokenizer.save_pretrained(str(folder / "model"))
@@ -125,8 +138,8 @@ def victim(source: str, profile: str | Profile = "default", progress: bool = Tru
             "train_seconds": history[-1]["train_seconds"], "profile": profile.to_dict(),
         })
 
-    key = artifacts.config_key(data.path.name, profile.model, profile.train)
-    path = artifacts.cached_dir(f"victim/{data.name}", key, build)
+    key = artifacts.config_key(data.path.name, profile.model, profile.train, "scrubbed" if scrubbed else "")
+    path = artifacts.cached_dir(f"victim/{data.name}{'-scrubbed' if scrubbed else ''}", key, build)
     info = artifacts.read_json(path / "history.json")
     model = load_model(path / "model").to(device).eval()
     return Victim(data, model, info["history"], path, info["train_seconds"])

@@ -119,3 +119,48 @@ def history_curves(histories: dict[str, list[dict]]):
     axes[2].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def sensitivity_curves(curve: pd.DataFrame, baseline: dict):
+    """Fig. 5: exact match and perplexity against the number of switched-off neurons, and their trade-off."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for i, (method, frame) in enumerate(curve.groupby("method", sort=False)):
+        kw = {**style(i), "markersize": 5, "label": method}
+        axes[0].plot(frame["share_pct"], frame["em_assoc"], **kw)
+        axes[1].plot(frame["share_pct"], frame["ppl_nonpii"], **kw)
+        axes[2].plot(frame["ppl_nonpii"], frame["em_assoc"], **kw)
+    for ax in axes[:2]:
+        ax.set_xscale("log")
+        ax.set_xlabel("neurons switched off (% of gated units, log scale)")
+    axes[0].axhline(baseline["em_assoc"], color="grey", linestyle=":", label="original")
+    axes[1].axhline(baseline["ppl_nonpii"], color="grey", linestyle=":")
+    axes[2].scatter([baseline["ppl_nonpii"]], [baseline["em_assoc"]], color="grey", marker="*", s=80, zorder=3)
+    axes[0].set_ylabel("extraction exact match (fraction)")
+    axes[1].set_ylabel("non-PII validation perplexity")
+    axes[2].set_xlabel("non-PII validation perplexity")
+    axes[2].set_ylabel("extraction exact match (fraction)")
+    axes[2].set_title("privacy–utility (lower left is better)", fontsize=9)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def injection_recall(runs: pd.DataFrame):
+    """Fig. 6: recall@|S| per method (mean bar, one point per injection), random level dotted."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    methods = list(dict.fromkeys(runs["method"]))
+    for i, method in enumerate(methods):
+        values = runs.loc[runs.method == method, "recall"]
+        ax.bar(i, values.mean(), color=OKABE_ITO[i % len(OKABE_ITO)], hatch=["", "//", "..", "xx"][i % 4],
+               edgecolor="black", alpha=0.85)
+        ax.scatter([i] * len(values), values, color="black", marker=MARKERS[i % len(MARKERS)], zorder=3, s=18)
+    ax.axhline(runs["random_level"].mean(), color="grey", linestyle=":", label="random level |S|/N")
+    ax.set_xticks(range(len(methods)), methods, rotation=15)
+    ax.set_ylabel("recall@|S| of planted neurons (fraction)")
+    ax.set_xlabel("localisation method")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,42 @@
+"""Equal-budget selection, scrubbing and the off-diagonal mean used by the comparison notebooks."""
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from privloc.analysis import offdiag_mean
+from privloc.compare import matched_top_k
+from privloc.data import scrub
+from privloc.masking import NeuronMasker
+
+
+def tiny_masker():
+    config = GPT2Config(n_layer=2, n_embd=8, n_head=2, n_positions=16, vocab_size=20)
+    return NeuronMasker(GPT2LMHeadModel(config), components=("attn.o", "mlp.in"))
+
+
+def test_matched_top_k_keeps_cell_counts_and_follows_ranking():
+    masker = tiny_masker()  # layer 0: attn.o 0-7, mlp.in 8-39; layer 1: attn.o 40-47, mlp.in 48-79
+    reference = np.array([0, 1, 8, 45])  # layer 0: 2 attn.o + 1 mlp.in; layer 1: 1 attn.o
+    ranking = np.array([79, 78, 50, 7, 9, 3, 2, 40, 41] + [i for i in range(80) if i not in (79, 78, 50, 7, 9, 3, 2,
+                                                                                             40, 41)])
+    chosen = matched_top_k(ranking, masker, reference)
+    assert chosen.tolist() == [3, 7, 9, 40]  # 79, 78, 50 sit in cells with no budget
+    assert masker.counts(chosen).equals(masker.counts(reference))
+    assert np.array_equal(matched_top_k(np.arange(80), masker, reference), np.array([0, 1, 8, 40]))
+
+
+def test_scrub_replaces_spans_with_tags():
+    record = {"text": "Ann Lee, 713-555-0142.", "spans": [
+        {"start": 9, "end": 21, "category": "PHONE", "subject": "s1"},
+        {"start": 0, "end": 7, "category": "PERSON", "subject": "s1"}]}
+    (out,) = scrub([record])
+    assert out["text"] == "[PERSON], [PHONE]." and out["spans"] == []
+    assert record["spans"]  # input untouched
+
+
+def test_offdiag_mean():
+    m = pd.DataFrame([[1.0, 0.2, 0.4], [0.2, 1.0, np.nan], [0.4, np.nan, 1.0]])
+    assert abs(offdiag_mean(m) - 0.3) < 1e-12
+    assert torch.isnan(torch.tensor(offdiag_mean(pd.DataFrame([[1.0]]))))
