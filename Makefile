@@ -11,7 +11,7 @@ FIGDIR ?= figures
 else
 FIGDIR ?= build/$(PROFILE)/figures
 endif
-BUILD := build/$(PROFILE)
+BUILD ?= build/$(PROFILE)
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 EXECUTED := $(patsubst notebooks/%.ipynb,$(BUILD)/%.ipynb,$(NOTEBOOKS))
 SOURCES := $(wildcard privloc/*.py)
@@ -58,3 +58,14 @@ html: figures
 
 clean:
 	rm -rf build artifacts .pytest_cache .ruff_cache
+
+bench: $(VENV)/.installed
+	$(PY) -m privloc.bench --out figures/bench.md
+
+# Regenerates every table from scratch (a fresh artifact cache, so nothing is reused) in a temporary folder
+# and compares it with $(FIGDIR): it takes as long as `make figures` from a clean state. The temporary
+# folder is removed when the tables match and kept for inspection otherwise.
+check: $(VENV)/.installed
+	tmp=$$(mktemp -d) && echo "regenerating the tables in $$tmp" && \
+	PRIVLOC_CACHE=$$tmp/cache $(MAKE) --no-print-directory figures BUILD=$$tmp/build FIGDIR=$$tmp/figures && \
+	$(PY) -m privloc.check $(FIGDIR) $$tmp/figures && rm -rf $$tmp

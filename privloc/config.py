@@ -44,18 +44,34 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class LocalizeConfig:
-    steps: int = 150
-    category_steps: int = 60  # per-category localisations (notebook 05): five of them share one budget
+    steps: int = 200
+    category_steps: int = 100  # per-category localisations (notebook 05): five of them share one budget
     batch_size: int = 16
-    lr: float = 0.1
+    lr: float = 0.2
     init_log_alpha: float = 3.0
-    lambda_keep: float = 1.0
-    lambda_0: float = 1.0  # weight of R, the expected share of closed gates
+    lambda_keep: float = 5.0
+    lambda_0: float = 5.0  # weight of R, the expected share of closed gates
     target_share: float | None = None  # if set, a Lagrangian pulls the closed share to this value
     loss: str = "unlikelihood"  # or "neg_ce"
     kinds: tuple[str, ...] = ("assoc",)
     components: tuple[str, ...] = COMPONENTS
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Sizes of the comparisons of notebooks 06 (mitigation) and 07 (injection benchmark)."""
+
+    n_random_seeds: int = 3
+    ig_steps: int = 16  # Riemann steps of integrated gradients
+    exposure_spans: int = 32  # assoc occurrences ranked for exposure / MRR
+    n_candidates: int = 200  # same-format alternatives per category
+    n_injections: int = 3
+    injection_share: float = 0.005  # |S| as a fraction of the gated units
+    injection_subjects: int = 3
+    injection_docs: int = 6
+    injection_max_steps: int = 300
+    injection_localize_steps: int = 100
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,7 @@ class Profile:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     localize: LocalizeConfig = field(default_factory=LocalizeConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
     datasets: tuple[str, ...] = ("enron", "echr", "yelp_health")
     device: str = "cpu"
 
@@ -86,6 +103,9 @@ PROFILES: dict[str, Profile] = {
         model=ModelConfig(n_layer=2, n_embd=32, n_head=2, n_positions=160),
         train=TrainConfig(steps=6, batch_size=4, eval_every=3, warmup=2),
         localize=LocalizeConfig(steps=4, category_steps=3, batch_size=4),
+        study=StudyConfig(n_random_seeds=2, ig_steps=2, exposure_spans=4, n_candidates=10, n_injections=1,
+                          injection_share=0.05, injection_subjects=1, injection_docs=2, injection_max_steps=3,
+                          injection_localize_steps=3),
     ),
     "default": Profile(name="default"),
     # Pretrained GPT-2 fine-tuned on each corpus: needs the hub (or a local copy) and a GPU.

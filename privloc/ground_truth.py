@@ -43,7 +43,8 @@ def run_injection(v: Victim, seed: int, share: float, cfg: LocalizeConfig, n_sub
     true_ids = choose_neurons(masker, share, seed)
     facts = fresh_facts(v.corpus.name, n_subjects, docs_per_subject, seed=seed, avoid=v.corpus.train)
     injection = inject(v.model, v.corpus.tokenizer, v.corpus.enc_train, facts, true_ids, components,
-                       max_steps=max_steps, seed=seed, progress=progress)
+                       max_steps=max_steps, seed=seed, progress=progress,
+                       max_len=v.corpus.enc_train.input_ids.shape[1])
     ppl_before = perplexity(injection.model, v.corpus.enc_valid)["ppl_nonpii"]
     em_original = leakage(injection.model, v.corpus.enc_train)["em_assoc"]
     rows = []

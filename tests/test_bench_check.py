@@ -1,0 +1,130 @@
+import re
+import shutil
+
+import nbformat
+import pytest
+
+from privloc import bench
+from privloc.check import compare_tables, main
+
+TABLE = "dataset,method,n_neurons,em_assoc,train_seconds\nechr,original,0,0.9,12.5\nechr,privloc,42,0.25,13.0\n"
+
+
+def tables(tmp_path, expected: str, actual: str | None, name="table1_mitigation.csv"):
+    exp, act = tmp_path / "expected", tmp_path / "actual"
+    exp.mkdir()
+    act.mkdir()
+    (exp / name).write_text(expected)
+    if actual is not None:
+        (act / name).write_text(actual)
+    return exp, act
+
+
+def test_identical_tables_match(tmp_path, capsys):
+    exp, act = tables(tmp_path, TABLE, TABLE)
+    assert compare_tables(exp, act) == []
+    assert main([str(exp), str(act)]) == 0
+    assert "all 1 tables match" in capsys.readouterr().out
+
+
+def test_float_within_tolerance_matches(tmp_path):
+    assert compare_tables(*tables(tmp_path, TABLE, TABLE.replace("0.25", "0.2500000001"))) == []
+
+
+def test_float_outside_tolerance_names_file_row_and_column(tmp_path):
+    lines = compare_tables(*tables(tmp_path, TABLE, TABLE.replace("0.25", "0.26")))
+    assert len(lines) == 1
+    assert "table1_mitigation.csv" in lines[0] and "row 1" in lines[0] and "em_assoc" in lines[0]
+    assert "privloc" in lines[0]  # the row's dataset and method say which row it is
+
+
+def test_count_off_by_one_differs(tmp_path):
+    lines = compare_tables(*tables(tmp_path, TABLE, TABLE.replace(",42,", ",43,")))
+    assert len(lines) == 1 and "n_neurons" in lines[0] and "42" in lines[0] and "43" in lines[0]
+
+
+def test_text_nan_and_wall_clock_columns(tmp_path):
+    expected = "dataset,mrr,train_seconds\nechr,,1.0\n"
+    assert compare_tables(*tables(tmp_path, expected, "dataset,mrr,train_seconds\nechr,,9.0\n")) == []
+    lines = compare_tables(tmp_path / "expected", tmp_path / "actual", ignore=())
+    assert len(lines) == 1 and "train_seconds" in lines[0]
+    (tmp_path / "actual" / "table1_mitigation.csv").write_text("dataset,mrr,train_seconds\nenron,0.5,1.0\n")
+    assert len(compare_tables(tmp_path / "expected", tmp_path / "actual")) == 2
+
+
+def test_missing_file_columns_or_rows(tmp_path):
+    exp, act = tables(tmp_path, TABLE, None)
+    lines = compare_tables(exp, act)
+    assert len(lines) == 1 and "table1_mitigation.csv" in lines[0] and "missing" in lines[0]
+    assert main([str(exp), str(act)]) == 1
+    (act / "table1_mitigation.csv").write_text(TABLE.replace("em_assoc", "em"))
+    assert len(compare_tables(exp, act)) == 1
+    (act / "table1_mitigation.csv").write_text(TABLE.rsplit("echr", 1)[0])
+    assert "rows" in compare_tables(exp, act)[0]
+
+
+def test_empty_reference_is_not_a_match(tmp_path):
+    assert len(compare_tables(tmp_path, tmp_path)) == 1
+
+
+TINY = bench.Shape(n_layer=1, n_embd=16, n_head=2, vocab=50, batch=2, seq=12)
+
+
+@pytest.fixture(scope="module")
+def measured():
+    ratio = bench.step_ratio(TINY, repeats=2, warmup=1, progress=False)
+    table = bench.scaling(layers=(1,), widths=(16,), shape=TINY, repeats=2, warmup=1, progress=False)
+    return ratio, table
+
+
+def fake_build(folder, durations):
+    folder.mkdir()
+    for name, seconds in durations.items():
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["papermill"] = {"duration": seconds}
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    return folder
+
+
+def test_report_states_the_two_headline_lines(tmp_path, measured):
+    ratio, table = measured
+    assert ratio["ratio"] > 0 and ratio["train_ms"] > 0
+    assert list(table.columns) == ["layers", "width", "neurons", "ms_per_step", "us_per_neuron_step"]
+    assert table.neurons[0] == 9 * 16  # q, k, v, o and mlp.out: d each; mlp.in: 4d
+    notebooks = bench.notebook_durations(fake_build(tmp_path / "build", {"01_a": 12.0, "02_b": 18.0}))
+    text = bench.render(bench.machine(), ratio, notebooks, ["01_a", "02_b"], None, None, table)
+    assert re.search(r"^localization_step_over_train_step = \d+\.\d\d$", text, re.M)
+    assert re.search(r"^make_figures_minutes = 0\.5$", text, re.M)
+    assert "| 1 | 16 | 144 |" in text
+
+
+def test_report_without_executed_notebooks_says_so(tmp_path):
+    assert bench.notebook_durations(tmp_path / "missing") is None
+    text = bench.render(bench.machine())
+    assert re.search(r"^make_figures_minutes = n/a$", text, re.M) and "No executed notebooks" in text
+    # A notebook that never ran would make the total an underestimate.
+    notebooks = bench.notebook_durations(fake_build(tmp_path / "build", {"01_a": 12.0}))
+    assert re.search(r"^make_figures_minutes = n/a$", bench.render(bench.machine(), notebooks=notebooks,
+                                                                    expected=["01_a", "02_b"]), re.M)
+
+
+def test_report_is_written_atomically_where_asked(tmp_path, monkeypatch):
+    step_ratio, scaling = bench.step_ratio, bench.scaling
+    monkeypatch.setattr(bench, "step_ratio", lambda **kw: step_ratio(TINY, 1, 0, False))
+    monkeypatch.setattr(bench, "noop_make", lambda repo: None)
+    monkeypatch.setattr(bench, "peak_memory", lambda steps: {"steps": steps, "before_mib": 1.0, "peak_mib": 2.0})
+    monkeypatch.setattr(bench, "scaling", lambda **kw: scaling((1,), (16,), TINY, 1, 0, False))
+    out = tmp_path / "figures" / "bench.md"
+    text = bench.run(out, quick=True, build_dir=tmp_path / "none", repo=tmp_path)
+    assert out.read_text() == text and "2 MiB" in text
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_noop_make_is_timed_only_when_up_to_date(tmp_path):
+    (tmp_path / "Makefile").write_text("figures: out\nout:\n\ttouch out\n")
+    stale = bench.noop_make(tmp_path)
+    assert stale["up_to_date"] is False and stale["seconds"] is None
+    assert not (tmp_path / "out").exists()  # asking must not build
+    (tmp_path / "out").touch()
+    fresh = bench.noop_make(tmp_path)
+    assert fresh["up_to_date"] is True and 0 <= fresh["seconds"] < 5
