@@ -64,8 +64,9 @@ class StudyConfig:
 
     n_random_seeds: int = 3
     ig_steps: int = 16  # Riemann steps of integrated gradients
-    exposure_spans: int = 32  # assoc occurrences ranked for exposure / MRR
-    n_candidates: int = 200  # same-format alternatives per category
+    ig_rows: int = 64  # documents integrated gradients attributes over
+    exposure_spans: int = 24  # assoc occurrences ranked for exposure / MRR
+    n_candidates: int = 128  # same-format alternatives per category
     n_injections: int = 3
     injection_share: float = 0.005  # |S| as a fraction of the gated units
     injection_subjects: int = 3
@@ -103,7 +104,7 @@ PROFILES: dict[str, Profile] = {
         model=ModelConfig(n_layer=2, n_embd=32, n_head=2, n_positions=160),
         train=TrainConfig(steps=6, batch_size=4, eval_every=3, warmup=2),
         localize=LocalizeConfig(steps=4, category_steps=3, batch_size=4),
-        study=StudyConfig(n_random_seeds=2, ig_steps=2, exposure_spans=4, n_candidates=10, n_injections=1,
+        study=StudyConfig(n_random_seeds=2, ig_steps=2, ig_rows=4, exposure_spans=4, n_candidates=10, n_injections=1,
                           injection_share=0.05, injection_subjects=1, injection_docs=2, injection_max_steps=3,
                           injection_localize_steps=3),
     ),
