@@ -136,3 +136,22 @@ def test_environment_yml_matches_pyproject():
     listed = {d for d in pip_section if not d.startswith("-e")}
     assert listed == wanted
     assert "python=3.11" in env["dependencies"]
+
+
+def test_pipeline_accepts_a_jsonl_folder_and_refuses_unknown_names(tmp_path, monkeypatch):
+    from privloc import pipeline
+    from privloc.data import DataError, write_jsonl
+    from privloc.synthetic import generate
+
+    monkeypatch.setenv("PRIVLOC_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "my_corpus"
+    write_jsonl(generate("enron", "train", seed=3, n_subjects=3, docs_per_subject=2, n_oneoff_docs=1),
+                folder / "train.jsonl")
+    write_jsonl(generate("enron", "valid", seed=3, n_subjects=2, docs_per_subject=1, n_oneoff_docs=1),
+                folder / "valid.jsonl")
+    data = pipeline.corpus(str(folder), "smoke")
+    assert data.name == "my_corpus" and len(data.train) == 7 and len(data.enc_valid) == 3
+    assert pipeline.corpus(str(folder), "smoke").path == data.path  # cached
+    with pytest.raises(DataError, match="unknown dataset 'enronn'"):
+        pipeline.corpus("enronn", "smoke")
+    assert not (tmp_path / "cache" / "corpus" / "enronn").exists()
