@@ -41,8 +41,8 @@ $(foreach i,$(shell seq 2 $(words $(EXECUTED))),$(eval $(word $(i),$(EXECUTED)):
 
 $(BUILD)/%.ipynb: notebooks/%.ipynb $(SOURCES) $(VENV)/.installed
 	@mkdir -p $(BUILD) $(FIGDIR)
-	$(PY) -m papermill --cwd notebooks -k python3 $< $@.tmp -p profile $(PROFILE) -p figures_dir $(abspath $(FIGDIR))
-	mv $@.tmp $@
+	$(PY) -m papermill --cwd notebooks -k python3 $< $(@D)/.partial-$(@F) -p profile $(PROFILE) -p figures_dir $(abspath $(FIGDIR))
+	mv $(@D)/.partial-$(@F) $@
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

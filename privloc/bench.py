@@ -120,7 +120,7 @@ def _seconds(step: Callable[[], None]) -> float:
 
 
 def step_ratio(shape: Shape = Shape(), repeats: int = 15, warmup: int = 3, progress: bool = True) -> dict:
-    """Median seconds of a training step and of a localisation step, timed alternately on the same batch.
+    """Median milliseconds of a training step and of a localisation step, timed alternately on one batch.
 
     Alternating (and swapping which goes first) spreads the load of other processes over both.
     """
@@ -158,7 +158,8 @@ def scaling(layers=(2, 4, 8), widths=(128, 256), shape: Shape = Shape(), repeats
 
 def notebook_durations(build_dir) -> dict[str, float | None] | None:
     """Seconds per executed notebook, as papermill recorded them; None when there are none."""
-    paths = sorted(Path(build_dir).glob("*.ipynb"))
+    # Hidden names are notebooks papermill is still writing.
+    paths = sorted(p for p in Path(build_dir).glob("*.ipynb") if not p.name.startswith("."))
     if not paths:
         return None
     durations = {}

@@ -91,7 +91,9 @@ def test_report_states_the_two_headline_lines(tmp_path, measured):
     assert ratio["ratio"] > 0 and ratio["train_ms"] > 0
     assert list(table.columns) == ["layers", "width", "neurons", "ms_per_step", "us_per_neuron_step"]
     assert table.neurons[0] == 9 * 16  # q, k, v, o and mlp.out: d each; mlp.in: 4d
-    notebooks = bench.notebook_durations(fake_build(tmp_path / "build", {"01_a": 12.0, "02_b": 18.0}))
+    build = fake_build(tmp_path / "build", {"01_a": 12.0, "02_b": 18.0, ".partial-03_c": 99.0})
+    notebooks = bench.notebook_durations(build)
+    assert list(notebooks) == ["01_a", "02_b"]
     text = bench.render(bench.machine(), ratio, notebooks, ["01_a", "02_b"], None, None, table)
     assert re.search(r"^localization_step_over_train_step = \d+\.\d\d$", text, re.M)
     assert re.search(r"^make_figures_minutes = 0\.5$", text, re.M)
