@@ -53,7 +53,9 @@ class LocalizeConfig:
     lambda_0: float = 5.0  # weight of R, the expected share of closed gates
     target_share: float | None = None  # if set, a Lagrangian pulls the closed share to this value
     loss: str = "unlikelihood"  # or "neg_ce"
-    kinds: tuple[str, ...] = ("assoc",)
+    kinds: tuple[str, ...] = ("assoc",)  # PII targets to suppress
+    keep_kinds: tuple[str, ...] = ()  # PII kinds whose targets join the keep term
+    keep_other_categories: bool = True  # with a category filter, keep the other categories' targets
     components: tuple[str, ...] = COMPONENTS
     seed: int = 0
 

@@ -79,6 +79,12 @@ def localize(
     categories = tuple(categories) if categories else None
     pii_mask = enc.target_mask(cfg.kinds, categories)
     keep_mask = enc.nonpii_mask()
+    if cfg.keep_kinds:
+        # PII the model predicts without memory (e.g. copied from its context) is behaviour to keep.
+        keep_mask |= enc.target_mask(cfg.keep_kinds)
+    if categories and cfg.keep_other_categories:
+        # A category's mask should remove that category only: the other categories' targets are kept.
+        keep_mask |= enc.target_mask(cfg.kinds) & ~pii_mask
     rows = _rows_with_targets(pii_mask)
 
     masker = NeuronMasker(model, components=cfg.components, init_log_alpha=cfg.init_log_alpha)
