@@ -28,12 +28,14 @@ def greedy_completion(model, tokenizer, enc: Encoded, span: SpanInfo) -> str:
         prefix, attention_mask=torch.ones_like(prefix), max_new_tokens=span.tok_end - span.tok_start,
         do_sample=False, pad_token_id=tokenizer.pad_token_id,
     )
-    return tokenizer.decode(output[0, prefix.shape[1]:], skip_special_tokens=True).strip()
+    completion = tokenizer.decode(output[0, prefix.shape[1]:], skip_special_tokens=True).strip()
+    return completion.replace("\n", " ⏎ ")
 
 
 def prompt_tail(tokenizer, enc: Encoded, span: SpanInfo, chars: int = 60) -> str:
     text = tokenizer.decode(enc.input_ids[span.doc, 1: span.tok_start], skip_special_tokens=True)
-    return ("…" + text[-chars:]) if len(text) > chars else text
+    text = ("…" + text[-chars:]) if len(text) > chars else text
+    return text.replace("\n", " ⏎ ")  # one line per example, so tables stay readable
 
 
 def completion_examples(model, tokenizer, enc: Encoded, n: int = 4, models: dict | None = None) -> pd.DataFrame:
