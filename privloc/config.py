@@ -51,6 +51,7 @@ class LocalizeConfig:
     init_log_alpha: float = 3.0
     lambda_keep: float = 5.0
     lambda_0: float = 5.0  # weight of R, the expected share of closed gates
+    penalty: str = "neuron"  # R weighs every neuron alike ("neuron") or every layer-component cell ("cell")
     target_share: float | None = None  # if set, a Lagrangian pulls the closed share to this value
     loss: str = "unlikelihood"  # or "neg_ce"
     kinds: tuple[str, ...] = ("assoc",)  # PII targets to suppress
@@ -67,13 +68,15 @@ class StudyConfig:
     n_random_seeds: int = 3
     ig_steps: int = 16  # Riemann steps of integrated gradients
     ig_rows: int = 64  # documents integrated gradients attributes over
-    exposure_spans: int = 24  # assoc occurrences ranked for exposure / MRR
+    exposure_spans: int = 16  # assoc occurrences ranked for exposure / MRR
     n_candidates: int = 128  # same-format alternatives per category
     n_injections: int = 3
-    injection_share: float = 0.005  # |S| as a fraction of the gated units
-    injection_subjects: int = 3
+    # 0.5% of the units (23 on the default model) could not hold even one new person's facts within the
+    # step budget (exact match 0.39 after 200 steps); 2% reaches about 0.65. See notebook 07.
+    injection_share: float = 0.02  # |S| as a fraction of the gated units
+    injection_subjects: int = 1
     injection_docs: int = 6
-    injection_max_steps: int = 300
+    injection_max_steps: int = 250
     injection_localize_steps: int = 100
 
 

@@ -57,6 +57,22 @@ def pii_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "unlikelih
     raise ValueError(f"unknown PII loss {kind!r}: expected 'unlikelihood' or 'neg_ce'")
 
 
+def _penalty_weights(masker: NeuronMasker, penalty: str) -> torch.Tensor:
+    """Weights of each gate's P(closed) in R: every neuron alike, or every (layer, component) cell alike.
+
+    With "cell", closing a unit of a 128-wide component costs four times a unit of the 512-wide MLP layer:
+    R is then the mean over cells of the share of that cell switched off.
+    """
+    if penalty == "neuron":
+        return torch.full((masker.n_neurons,), 1.0 / masker.n_neurons)
+    if penalty == "cell":
+        table = masker.neuron_table()
+        cell = torch.as_tensor(table["layer"] * len(masker.components) + table["component"])
+        sizes = torch.bincount(cell).float()
+        return 1.0 / (sizes[cell] * len(sizes))
+    raise ValueError(f"unknown penalty {penalty!r}: expected 'neuron' or 'cell'")
+
+
 def _rows_with_targets(mask: torch.Tensor) -> torch.Tensor:
     rows = mask.any(dim=1).nonzero().flatten()
     if len(rows) == 0:
@@ -90,6 +106,7 @@ def localize(
     masker = NeuronMasker(model, components=cfg.components, init_log_alpha=cfg.init_log_alpha)
     masker.gates.to(device)
     log_alpha = masker.gates.log_alpha
+    penalty_weights = _penalty_weights(masker, cfg.penalty).to(device)
     optimizer = torch.optim.Adam([log_alpha], lr=cfg.lr)
     # CoFiPruning-style Lagrangian: λ1, λ2 rise by gradient ascent until R meets the target share.
     lagrange = torch.zeros(2, device=device, requires_grad=True)
@@ -115,7 +132,7 @@ def localize(
                 keep = keep_mask[batch, :width].to(device)
                 loss_pii = pii_loss(logits[pii], targets[pii], cfg.loss)
                 loss_keep = F.cross_entropy(logits[keep], targets[keep])
-                share = masker.gates.p_closed().mean()
+                share = (masker.gates.p_closed() * penalty_weights).sum()
                 loss = loss_pii + cfg.lambda_keep * loss_keep
                 if cfg.target_share is None:
                     loss = loss + cfg.lambda_0 * share

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -40,3 +41,16 @@ def test_offdiag_mean():
     m = pd.DataFrame([[1.0, 0.2, 0.4], [0.2, 1.0, np.nan], [0.4, np.nan, 1.0]])
     assert abs(offdiag_mean(m) - 0.3) < 1e-12
     assert torch.isnan(torch.tensor(offdiag_mean(pd.DataFrame([[1.0]]))))
+
+
+def test_penalty_weights_per_neuron_and_per_cell():
+    from privloc.localize import _penalty_weights
+
+    masker = tiny_masker()  # 2 layers x (attn.o 8 units, mlp.in 32 units)
+    neuron = _penalty_weights(masker, "neuron")
+    assert torch.allclose(neuron, torch.full((80,), 1 / 80))
+    cell = _penalty_weights(masker, "cell")
+    assert torch.isclose(cell.sum(), torch.tensor(1.0))
+    assert torch.isclose(cell[0], 4 * cell[8])  # an attn.o unit costs as much as four mlp.in units
+    with pytest.raises(ValueError, match="unknown penalty"):
+        _penalty_weights(masker, "l2")
