@@ -135,9 +135,12 @@ def sensitivity_curves(curve: pd.DataFrame, baseline: dict):
     axes[0].axhline(baseline["em_assoc"], color="grey", linestyle=":", label="original")
     axes[1].axhline(baseline["ppl_nonpii"], color="grey", linestyle=":")
     axes[2].scatter([baseline["ppl_nonpii"]], [baseline["em_assoc"]], color="grey", marker="*", s=80, zorder=3)
+    # Perplexity can explode for some methods at large k: a log axis keeps the small changes visible.
+    axes[1].set_yscale("log")
+    axes[2].set_xscale("log")
     axes[0].set_ylabel("extraction exact match (fraction)")
-    axes[1].set_ylabel("non-PII validation perplexity")
-    axes[2].set_xlabel("non-PII validation perplexity")
+    axes[1].set_ylabel("non-PII validation perplexity (log scale)")
+    axes[2].set_xlabel("non-PII validation perplexity (log scale)")
     axes[2].set_ylabel("extraction exact match (fraction)")
     axes[2].set_title("privacy–utility (lower left is better)", fontsize=9)
     for ax in axes:
