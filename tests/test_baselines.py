@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-import transformers
+from helpers import tiny_model
 
 from privloc.baselines import (
     activation_contrast,
@@ -18,19 +18,6 @@ from privloc.mitigate import masked
 from privloc.tokenizer import Encoded
 
 ASSOC = KINDS.index("assoc") + 1
-
-
-def tiny_model(seed=0, n_layer=2):
-    torch.manual_seed(seed)
-    config = transformers.GPT2Config(
-        n_layer=n_layer, n_embd=16, n_head=2, n_positions=32, vocab_size=50,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
-    )
-    model = transformers.GPT2LMHeadModel(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3)
-    return model
 
 
 def tiny_corpus():

@@ -2,38 +2,10 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from helpers import logits
 
 from privloc.masking import COMPONENTS, NeuronMasker
 from privloc.mitigate import deactivate, masked
-
-
-def tiny_model(seed=0):
-    torch.manual_seed(seed)
-    config = transformers.GPT2Config(
-        n_layer=2, n_embd=16, n_head=2, n_positions=32, vocab_size=50,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
-    )
-    model = transformers.GPT2LMHeadModel(config).eval()
-    # Large weights and random biases, so that closing one unit visibly moves the logits.
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3)
-    return model
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model()
-
-
-@pytest.fixture(scope="module")
-def ids():
-    return torch.randint(0, 50, (3, 12), generator=torch.Generator().manual_seed(1))
-
-
-def logits(model, ids):
-    with torch.no_grad():
-        return model(ids).logits
 
 
 def spread_ids(masker, per_cell=2, seed=0):
