@@ -19,7 +19,6 @@ SOURCES := $(wildcard privloc/*.py)
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export OMP_NUM_THREADS ?= 2
-export MPLBACKEND ?= Agg
 
 .PHONY: setup figures test lint lab html bench check clean
 .DEFAULT_GOAL := figures

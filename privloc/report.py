@@ -35,7 +35,8 @@ def _register(folder: Path, stem: str, files: list[str], caption: str, notebook:
     for name in sorted(index):
         entry = index[name]
         files = " ".join(f"[{Path(f).suffix[1:]}]({f})" for f in entry["files"])
-        lines.append(f"| `{name}` {files} | {entry['caption']} | `{entry['notebook']}` | {entry['profile']} | "
+        caption = entry["caption"].replace("|", "\\|")  # a bare pipe would split the table cell
+        lines.append(f"| `{name}` {files} | {caption} | `{entry['notebook']}` | {entry['profile']} | "
                      f"{entry['commit']} |")
     atomic_write_text(folder / "README.md", "\n".join(lines) + "\n")
 
