@@ -262,8 +262,9 @@ def render(info: dict, ratio: dict | None = None, notebooks: dict | None = None,
     if not notebooks:
         lines += ["No executed notebooks found (run `make figures` first).", ""]
     else:
-        lines += ["papermill's recorded duration of each executed notebook:", "", "| notebook | seconds |",
-                  "|---|---|"]
+        lines += ["papermill's recorded duration of each executed notebook in the last `make figures`. Trained "
+                  "models and masks are cached, so when that run found some of them already built these times "
+                  "understate a run from a clean state (`make clean`).", "", "| notebook | seconds |", "|---|---|"]
         lines += [f"| {name} | {'?' if sec is None else f'{sec:.1f}'} |" for name, sec in notebooks.items()]
         known = [sec for sec in notebooks.values() if sec is not None]
         absent = sorted(set(expected or []) - set(notebooks))
