@@ -7,6 +7,7 @@ import html
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from .data import CATEGORIES, span_kinds
 
@@ -138,6 +139,11 @@ def sensitivity_curves(curve: pd.DataFrame, baseline: dict):
     # Perplexity can explode for some methods at large k: a log axis keeps the small changes visible.
     axes[1].set_yscale("log")
     axes[2].set_xscale("log")
+    # Minor-tick labels of a log axis over a short range crowd into each other.
+    axes[1].yaxis.set_minor_formatter(NullFormatter())
+    axes[2].xaxis.set_minor_formatter(NullFormatter())
+    for axis in (axes[1].yaxis, axes[2].xaxis):
+        axis.set_major_formatter(ScalarFormatter())
     axes[0].set_ylabel("extraction exact match (fraction)")
     axes[1].set_ylabel("non-PII validation perplexity (log scale)")
     axes[2].set_xlabel("non-PII validation perplexity (log scale)")
