@@ -10,7 +10,7 @@ from . import baselines
 from .data import CATEGORIES
 from .metrics import candidate_ranks, exposure_summary
 from .mitigate import masked
-from .pipeline import Victim, memorisation_metrics
+from .pipeline import Victim, deactivation_effect, memorisation_metrics
 from .synthetic import sample_values
 
 RANKED_BASELINES = ("activation", "integrated_gradients")
@@ -93,8 +93,7 @@ def sensitivity(v: Victim, masker, rankings: dict[str, np.ndarray], ks, progress
     bar = tqdm(total=total, desc="sensitivity", disable=not progress, leave=False)
     for method, ranking in rankings.items():
         for k in ks:
-            with masked(v.model, ranking[:k], masker.components):
-                metrics = memorisation_metrics(v.model, v.corpus)
+            metrics = deactivation_effect(v, ranking[:k], masker.components)
             rows.append({"method": method, "k": int(k), "share_pct": 100 * k / masker.n_neurons,
                          "em_assoc": metrics["em_assoc"], "ppl_nonpii": metrics["ppl_nonpii"]})
             bar.update()

@@ -173,21 +173,26 @@ def load_split(source: str, split: str, **gen_kwargs) -> list[dict]:
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: expected 'train' or 'valid'")
-    source = os.fspath(source)
+    source = check_source(source)
     if source in DATASETS:
         from privloc import synthetic
 
         return synthetic.generate(source, split, **gen_kwargs)
     if source.startswith("hf:"):
         return _load_hf(source, split)
-    folder = Path(source)
-    if folder.is_dir():
-        split_file = folder / f"{split}.jsonl"
-        if not split_file.is_file():
-            raise DataError(
-                f"folder '{source}' has no {split}.jsonl (a dataset folder holds train.jsonl and valid.jsonl)"
-            )
-        return read_jsonl(split_file)
+    split_file = Path(source) / f"{split}.jsonl"
+    if not split_file.is_file():
+        raise DataError(
+            f"folder '{source}' has no {split}.jsonl (a dataset folder holds train.jsonl and valid.jsonl)"
+        )
+    return read_jsonl(split_file)
+
+
+def check_source(source) -> str:
+    """`source` as a string if it names a dataset: a synthetic name, an existing folder or hf:<name>."""
+    source = os.fspath(source)
+    if source in DATASETS or source.startswith("hf:") or Path(source).is_dir():
+        return source
     raise DataError(
         f"unknown dataset '{source}': expected one of {', '.join(DATASETS)}, "
         "a folder with train.jsonl/valid.jsonl, or hf:<name>"

@@ -14,7 +14,7 @@ import torch
 
 from . import artifacts
 from .config import Profile, get_profile
-from .data import CATEGORIES, DATASETS, DataError, load_split, read_jsonl, scrub, write_jsonl
+from .data import CATEGORIES, DATASETS, check_source, load_split, read_jsonl, scrub, write_jsonl
 from .localize import Localization, localize
 from .masking import NeuronMasker
 from .metrics import leakage, perplexity
@@ -57,11 +57,7 @@ def corpus(source: str, profile: str | Profile = "default") -> Corpus:
     """The train/valid records and the tokenizer trained on the training split, cached."""
     profile = get_profile(profile)
     cfg = profile.data
-    if source not in DATASETS and not source.startswith("hf:") and not Path(source).is_dir():
-        raise DataError(
-            f"unknown dataset {source!r}: expected one of {', '.join(DATASETS)}, a folder with "
-            "train.jsonl/valid.jsonl, or hf:<name>"
-        )
+    source = check_source(source)  # before anything is created in the cache
 
     def build(folder: Path) -> None:
         train = load_split(source, "train", seed=cfg.seed, n_subjects=cfg.n_subjects,
