@@ -37,20 +37,21 @@ def matched_top_k(ranking: np.ndarray, masker, reference_ids) -> np.ndarray:
 
 
 def baseline_rankings(v: Victim, masker, kinds=("assoc",), ig_steps: int = 16, ig_rows: int = 64,
-                      batch_size: int = 16) -> dict:
+                      batch_size: int = 16, first_token: bool = True) -> dict:
     """Neuron rankings of the attribution baselines on the victim's PII targets.
 
-    Integrated gradients costs `ig_steps` backward passes per batch, so it attributes over the first
+    The PII targets are those the localisation uses (`kinds`, `first_token`), so every method sees the same
+    positions. Integrated gradients costs `ig_steps` backward passes per batch, so it attributes over the first
     `ig_rows` documents that contain PII targets (DEPN also attributes over a sample of examples).
     """
     enc = v.corpus.enc_train
-    pii = enc.target_mask(kinds)
+    pii = enc.target_mask(kinds, first_token=first_token)
     rows = pii.any(dim=1).nonzero().flatten()[:ig_rows].tolist()
     sample = enc.select(rows)
     return {
         "activation": baselines.activation_contrast(v.model, enc, masker, pii, batch_size=batch_size),
         "integrated_gradients": baselines.integrated_gradients(
-            v.model, sample, masker, sample.target_mask(kinds), steps=ig_steps, batch_size=batch_size // 2),
+            v.model, sample, masker, sample.target_mask(kinds, first_token=first_token), steps=ig_steps, batch_size=batch_size // 2),
     }
 
 

@@ -52,9 +52,15 @@ class LocalizeConfig:
     lambda_keep: float = 5.0
     lambda_0: float = 5.0  # weight of R, the expected share of closed gates
     penalty: str = "neuron"  # R weighs every neuron alike ("neuron") or every layer-component cell ("cell")
-    target_share: float | None = None  # if set, a Lagrangian pulls the closed share to this value
+    # If set, a Lagrangian pulls the expected closed share to this value and the privacy neurons are the
+    # top target_share·N by P(closed); if None, a fixed λ_0 and the gates whose deterministic value is 0.
+    target_share: float | None = 0.03
     loss: str = "unlikelihood"  # or "neg_ce"
     kinds: tuple[str, ...] = ("assoc",)  # PII targets to suppress
+    # Only the first token of each PII span is a target: it is what the model must recall from the context
+    # (the subject); later tokens continue a span already begun, and suppressing them spends neurons on
+    # spelling rather than on the association. Extraction fails as soon as the first token does.
+    first_token: bool = True
     keep_kinds: tuple[str, ...] = ()  # PII kinds whose targets join the keep term
     keep_other_categories: bool = True  # with a category filter, keep the other categories' targets
     components: tuple[str, ...] = COMPONENTS

@@ -25,7 +25,7 @@ def method_rankings(injection: Injection, components, cfg: LocalizeConfig, ig_st
     model, enc = injection.model, injection.enc_facts
     loc = localize(model, enc, replace(cfg, seed=seed), progress=progress)
     masker = NeuronMasker(model, components)
-    pii = enc.target_mask(cfg.kinds)
+    pii = enc.target_mask(cfg.kinds, first_token=cfg.first_token)
     return {
         "privloc": loc.masker.ranking(),
         "random": baselines.random_ranking(masker.n_neurons, seed),

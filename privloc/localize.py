@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -30,8 +31,17 @@ class Localization:
     config: LocalizeConfig
     categories: tuple[str, ...] | None
 
-    def closed_ids(self) -> torch.Tensor:
-        return self.masker.closed_ids()
+    def closed_ids(self) -> np.ndarray:
+        """The privacy neurons: the top target_share·N by P(closed) when a target share was set, else the
+        gates whose deterministic value is 0 (SPEC D4).
+
+        Under a target share the Lagrangian holds the *expected* closed share at the target, and many gates
+        end partly closed rather than at exactly 0; the count then comes from the target, the order from
+        P(closed).
+        """
+        if self.config.target_share is None:
+            return self.masker.closed_ids()
+        return np.sort(self.masker.top_k(round(self.config.target_share * self.masker.n_neurons)))
 
     @property
     def n_closed(self) -> int:
@@ -93,14 +103,14 @@ def localize(
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     categories = tuple(categories) if categories else None
-    pii_mask = enc.target_mask(cfg.kinds, categories)
+    pii_mask = enc.target_mask(cfg.kinds, categories, cfg.first_token)
     keep_mask = enc.nonpii_mask()
     if cfg.keep_kinds:
         # PII the model predicts without memory (e.g. copied from its context) is behaviour to keep.
         keep_mask |= enc.target_mask(cfg.keep_kinds)
     if categories and cfg.keep_other_categories:
         # A category's mask should remove that category only: the other categories' targets are kept.
-        keep_mask |= enc.target_mask(cfg.kinds) & ~pii_mask
+        keep_mask |= enc.target_mask(cfg.kinds, first_token=cfg.first_token) & ~pii_mask
     rows = _rows_with_targets(pii_mask)
 
     masker = NeuronMasker(model, components=cfg.components, init_log_alpha=cfg.init_log_alpha)
@@ -147,10 +157,12 @@ def localize(
                     lagrange_opt.step()
                 with torch.no_grad():
                     n_closed = int((masker.gates.deterministic() == 0).sum())
+                    expected_closed = float(masker.gates.p_closed().sum())
                 history.append({"step": step, "loss": loss.item(), "loss_pii": loss_pii.item(),
                                 "loss_keep": loss_keep.item(), "expected_closed_share": share.item(),
-                                "n_closed": n_closed})
-                bar.set_postfix(pii=f"{loss_pii.item():.3f}", keep=f"{loss_keep.item():.3f}", closed=n_closed)
+                                "n_closed": n_closed, "expected_closed": expected_closed})
+                bar.set_postfix(pii=f"{loss_pii.item():.3f}", keep=f"{loss_keep.item():.3f}",
+                                closed=f"{expected_closed:.0f}")
     finally:
         for p, flag in frozen:
             p.requires_grad_(flag)

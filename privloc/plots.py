@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
@@ -67,15 +68,18 @@ def memorisation_curves(histories: dict[str, list[dict]], categories=CATEGORIES)
     return fig
 
 
-def gate_grid(masker, title: str = "", width: int = 32):
-    """Fig. 1: every gate of one trained mask, a panel per (layer, component); closed gates stand out.
+def gate_grid(masker, closed_ids=None, title: str = "", width: int = 32):
+    """Fig. 1: every gate of one trained mask, a panel per (layer, component); privacy neurons stand out.
 
-    Each panel lays the component's units out row by row, `width` per row; colour is the deterministic
-    gate value (1 = open, 0 = closed = a privacy neuron).
+    Each panel lays the component's units out row by row, `width` per row; colour is the probability that
+    the gate is open, 1 − P(closed), and the privacy neurons (`closed_ids`, by default the gates whose
+    deterministic value is 0) are drawn at 0.
     """
     from matplotlib.colors import LinearSegmentedColormap
 
-    gates = masker.gates.deterministic().detach().cpu().numpy()
+    gates = 1 - masker.gates.p_closed().detach().cpu().numpy()
+    closed_ids = masker.closed_ids() if closed_ids is None else closed_ids
+    gates[np.asarray(closed_ids, dtype=np.int64)] = 0.0
     table = masker.neuron_table()
     components = masker.components
     # Dark = closed, pale = open: survives grey-scale printing; orange tint marks the privacy neurons.
@@ -99,7 +103,7 @@ def gate_grid(masker, title: str = "", width: int = 32):
             if j == 0:
                 ax.set_ylabel(f"layer {layer}", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    fig.colorbar(image, ax=axes, fraction=0.02, pad=0.01, label="deterministic gate value (0 = closed)")
+    fig.colorbar(image, ax=axes, fraction=0.02, pad=0.01, label="P(gate open); privacy neurons at 0")
     return fig
 
 
@@ -111,9 +115,10 @@ def history_curves(histories: dict[str, list[dict]]):
         kw = {**style(i), "markevery": max(1, len(frame) // 8), "markersize": 4, "label": name}
         axes[0].plot(frame["step"], frame["loss_pii"], **kw)
         axes[1].plot(frame["step"], frame["loss_keep"], **kw)
-        axes[2].plot(frame["step"], frame["n_closed"], **kw)
+        # Older mask files hold only the count of exactly-closed gates.
+        axes[2].plot(frame["step"], frame.get("expected_closed", frame["n_closed"]), **kw)
     for ax, label in zip(axes, ["L_pii: −log(1 − p) on PII targets (nats)", "L_keep: CE on non-PII targets (nats)",
-                                "closed gates (count)"], strict=True):
+                                "expected closed gates, Σ P(closed)"], strict=True):
         ax.set_xlabel("localisation step")
         ax.set_ylabel(label, fontsize=9)
         ax.grid(alpha=0.3)

@@ -86,8 +86,12 @@ class Encoded:
             self.input_ids[rows], self.attention_mask[rows], self.category[rows], self.kind[rows], span_id, spans
         )
 
-    def target_mask(self, kinds: Sequence[str] = ("assoc",), categories: Sequence[str] | None = None) -> torch.Tensor:
-        """[N, L-1] bool: next-token targets that are PII of the given kinds (and categories)."""
+    def target_mask(self, kinds: Sequence[str] = ("assoc",), categories: Sequence[str] | None = None,
+                    first_token: bool = False) -> torch.Tensor:
+        """[N, L-1] bool: next-token targets that are PII of the given kinds (and categories).
+
+        `first_token` keeps only the first token of each span: the one predicted from the context alone.
+        """
         kind_ids = torch.tensor([KINDS.index(k) + 1 for k in kinds])
         mask = torch.isin(self.kind[:, 1:], kind_ids)
         if categories is not None:
@@ -95,6 +99,8 @@ class Encoded:
             if unknown:
                 raise ValueError(f"unknown PII categories {sorted(unknown)}; expected some of {CATEGORIES}")
             mask &= torch.isin(self.category[:, 1:], torch.tensor([CATEGORIES.index(c) + 1 for c in categories]))
+        if first_token:
+            mask &= self.span_id[:, 1:] != self.span_id[:, :-1]
         return mask & self.attention_mask[:, 1:].bool()
 
     def nonpii_mask(self) -> torch.Tensor:
