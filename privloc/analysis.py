@@ -86,23 +86,27 @@ def layer_component_counts(layout, ids) -> pd.DataFrame:
 
 
 def layer_shares(per_dataset: dict, layout) -> pd.DataFrame:
-    """Per dataset and layer: count and share of that dataset's privacy neurons (NaN if it has none)."""
+    """Per run and layer: count and share of that run's privacy neurons (NaN if it has none).
+
+    Keys name the runs: a dataset name, or a (dataset, seed) pair when a dataset has several seeds.
+    """
     frames = []
-    for name, ids in per_dataset.items():
+    for key, ids in per_dataset.items():
+        name, seed = key if isinstance(key, tuple) else (key, None)
         df = layer_component_counts(layout, ids).groupby("layer", as_index=False)["count"].sum()
         total = df["count"].sum()
         df["share"] = df["count"] / total if total else np.nan
-        frames.append(df.assign(dataset=name)[["dataset", "layer", "count", "share"]])
+        frames.append(df.assign(dataset=name, seed=seed)[["dataset", "seed", "layer", "count", "share"]])
     return pd.concat(frames, ignore_index=True)
 
 
 def layer_summary(shares: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over datasets per layer of `layer_shares` output. The std is the population one
-    (ddof=0): it describes the datasets at hand and is 0, not undefined, for a single dataset."""
+    """Mean and std over runs (datasets, seeds) per layer of `layer_shares` output. The std is the population
+    one (ddof=0): it describes the runs at hand and is 0, not undefined, for a single run."""
     g = shares.groupby("layer")
     out = pd.DataFrame({"mean_share": g["share"].mean(), "std_share": g["share"].std(ddof=0),
                         "mean_count": g["count"].mean(), "std_count": g["count"].std(ddof=0),
-                        "n_datasets": g["share"].count()})
+                        "n_runs": g["share"].count()})
     return out.reset_index()
 
 
@@ -197,13 +201,13 @@ def diagonal_specificity(matrix: pd.DataFrame) -> dict:
 
 
 def plot_layer_distribution(layer_df: pd.DataFrame):
-    """Fig. 2: mean share per layer (bars, std error bars), each dataset's shares (markers) and the mean
-    count per layer above each bar."""
+    """Fig. 2: mean share per layer over runs (bars, std error bars), each run's shares (markers, one style
+    per dataset) and the mean count per layer above each bar."""
     summary = layer_summary(layer_df)
     fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
     x = summary["layer"].to_numpy()
     ax.bar(x, summary["mean_share"], yerr=summary["std_share"], width=0.6, color="#DDDDDD", edgecolor="black",
-           capsize=4, label="mean ± std over datasets")
+           capsize=4, label="mean ± std over runs")
     names = list(dict.fromkeys(layer_df["dataset"]))
     for i, name in enumerate(names):
         d, j = layer_df[layer_df["dataset"] == name], DATASET_STYLE.get(name, len(DATASET_STYLE) + i)

@@ -72,7 +72,7 @@ def mitigation_rows(v: Victim, masker, neuron_sets: dict[str, list[np.ndarray]],
                     max_spans: int = 32, progress: bool = True) -> pd.DataFrame:
     """One row per method: its neuron set(s) switched off (mean and std over sets, e.g. random seeds)."""
     original = leakage_row(v, candidates, max_spans)
-    rows = [{"method": "original", "n_neurons": 0, **original, "em_assoc_std": 0.0}]
+    rows = [{"method": "original", "n_neurons": 0, **original, "em_assoc_std": 0.0, "ppl_nonpii_std": 0.0, "n_sets": 1}]
     for method, sets in tqdm(neuron_sets.items(), desc="methods", disable=not progress, leave=False):
         results = []
         for ids in sets:
@@ -80,7 +80,8 @@ def mitigation_rows(v: Victim, masker, neuron_sets: dict[str, list[np.ndarray]],
                 results.append(leakage_row(v, candidates, max_spans))
         frame = pd.DataFrame(results)
         row = {"method": method, "n_neurons": len(sets[0]), **frame.mean(numeric_only=True).to_dict(),
-               "em_assoc_std": float(frame["em_assoc"].std(ddof=0))}
+               "em_assoc_std": float(frame["em_assoc"].std(ddof=0)),
+               "ppl_nonpii_std": float(frame["ppl_nonpii"].std(ddof=0)), "n_sets": len(sets)}
         rows.append(row)
     table = pd.DataFrame(rows)
     table["ppl_change_pct"] = 100 * (table["ppl_nonpii"] / original["ppl_nonpii"] - 1)

@@ -164,6 +164,15 @@ def localization(source: str, profile: str | Profile = "default", categories: tu
     return Localization(masker, meta["history"], meta["seconds"], cfg, categories)
 
 
+def localizations(source: str, profile: str | Profile = "default", progress: bool = True,
+                  **overrides) -> list[Localization]:
+    """Algorithm 1 under each of the profile's `n_localization_seeds` seeds (base seed, base + 1, ...), cached."""
+    profile = get_profile(profile)
+    base = overrides.pop("seed", profile.localize.seed)
+    return [localization(source, profile, progress=progress, seed=base + i, **overrides)
+            for i in range(profile.study.n_localization_seeds)]
+
+
 def deactivation_effect(v: Victim, neuron_ids, components) -> dict:
     """Memorisation metrics of the victim with `neuron_ids` switched off (hard mask, no copy)."""
     with masked(v.model, neuron_ids, components):
