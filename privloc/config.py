@@ -84,7 +84,11 @@ class StudyConfig:
     injection_share: float = 0.02  # |S| as a fraction of the gated units
     injection_subjects: int = 1
     injection_docs: int = 6
-    injection_max_steps: int = 250
+    injection_max_steps: int = 300
+    # Adam on the planted rows only; the LM loss on the original corpus is weighted down so that it does not
+    # fight the new facts (at lr 1e-2 and weight 1 the injections stalled near exact match 0.73).
+    injection_lr: float = 3e-2
+    injection_keep_weight: float = 0.3
     injection_localize_steps: int = 100
 
 

@@ -35,15 +35,15 @@ def method_rankings(injection: Injection, components, cfg: LocalizeConfig, ig_st
 
 
 def run_injection(v: Victim, seed: int, share: float, cfg: LocalizeConfig, n_subjects: int = 3,
-                  docs_per_subject: int = 6, max_steps: int = 300, ig_steps: int = 16,
-                  progress: bool = True) -> tuple[Injection, pd.DataFrame]:
+                  docs_per_subject: int = 6, max_steps: int = 300, ig_steps: int = 16, lr: float = 3e-2,
+                  keep_weight: float = 0.3, progress: bool = True) -> tuple[Injection, pd.DataFrame]:
     """One injection (its own random S and fresh facts), then every method scored against S."""
     components = cfg.components
     masker = NeuronMasker(v.model, components)
     true_ids = choose_neurons(masker, share, seed)
     facts = fresh_facts(v.corpus.name, n_subjects, docs_per_subject, seed=seed, avoid=v.corpus.train)
     injection = inject(v.model, v.corpus.tokenizer, v.corpus.enc_train, facts, true_ids, components,
-                       max_steps=max_steps, seed=seed, progress=progress,
+                       max_steps=max_steps, lr=lr, keep_weight=keep_weight, seed=seed, progress=progress,
                        max_len=v.corpus.enc_train.input_ids.shape[1])
     ppl_before = perplexity(injection.model, v.corpus.enc_valid)["ppl_nonpii"]
     em_original = leakage(injection.model, v.corpus.enc_train)["em_assoc"]
@@ -72,3 +72,15 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     table.insert(2, "recall_std", grouped["recall"].std(ddof=0))
     table["n_injections"] = grouped.size()
     return table.reset_index()
+
+
+def variant_recalls(injection: Injection, cfg: LocalizeConfig, variants: dict[str, dict], seed: int = 0,
+                    progress: bool = True) -> pd.DataFrame:
+    """Recall@|S| of Algorithm 1 on one injection under config variants (`label -> overrides`): what else was tried."""
+    rows = []
+    k = len(injection.neuron_ids)
+    for label, overrides in variants.items():
+        loc = localize(injection.model, injection.enc_facts, replace(cfg, seed=seed, **overrides), progress=progress)
+        rows.append({"variant": label, "overrides": ", ".join(f"{key}={val}" for key, val in overrides.items()),
+                     "recall": recall_at_k(loc.masker.ranking()[:k], injection.neuron_ids), "seconds": loc.seconds})
+    return pd.DataFrame(rows)
