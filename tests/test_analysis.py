@@ -70,6 +70,10 @@ def test_layer_shares_and_summary():
     assert summary["mean_count"].tolist() == pytest.approx([2.5, 3.5])
     empty = an.layer_shares({"none": []}, LAYOUT)
     assert empty["share"].isna().all() and empty["count"].sum() == 0
+    # (dataset, seed) keys: one run per key, pooled by layer_summary, styled by dataset.
+    seeded = an.layer_shares({("a", 0): A, ("a", 1): B}, LAYOUT)
+    assert seeded["dataset"].unique().tolist() == ["a"] and seeded["seed"].tolist() == [0, 0, 1, 1]
+    assert an.layer_summary(seeded)["mean_share"].tolist() == pytest.approx([5 / 12, 7 / 12])
 
 
 def test_component_summary():

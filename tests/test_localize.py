@@ -1,0 +1,68 @@
+"""Algorithm 1 on a tiny model: the loop closes gates that carry the PII, and the selection rules hold."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_model
+from test_baselines import tiny_corpus
+
+from privloc.baselines import pii_log_likelihood
+from privloc.config import LocalizeConfig
+from privloc.localize import localize, pii_loss
+from privloc.mitigate import masked
+
+BASE = LocalizeConfig(steps=60, batch_size=4, lr=0.2, lambda_keep=1.0, first_token=False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def enc():
+    return tiny_corpus()
+
+
+def test_first_token_keeps_one_target_per_span(enc):
+    every = enc.target_mask(("assoc",))
+    first = enc.target_mask(("assoc",), first_token=True)
+    assert (first & ~every).sum() == 0
+    # tiny_corpus has three contiguous PII blocks: one first token each.
+    assert int(first.sum()) == 3 and int(every.sum()) == 7
+    assert first[0, 3] and not first[0, 4]  # the EMAIL block at tokens 4-6 is predicted from position 3
+
+
+@pytest.mark.parametrize("cfg", [replace(BASE, target_share=0.05), replace(BASE, target_share=None, lambda_0=0.5)])
+def test_loop_closes_gates_that_lower_the_pii_likelihood(model, enc, cfg):
+    before = {n: p.clone() for n, p in model.state_dict().items()}
+    pii = enc.target_mask(cfg.kinds, first_token=cfg.first_token)
+    loc = localize(model, enc, cfg, progress=False)
+    ids = loc.closed_ids()
+    assert 0 < len(ids) < loc.masker.n_neurons
+    if cfg.target_share is not None:
+        assert len(ids) == round(cfg.target_share * loc.masker.n_neurons)
+        assert np.array_equal(np.sort(loc.masker.top_k(len(ids))), ids)
+    else:
+        assert np.array_equal(ids, loc.masker.closed_ids())
+    original = pii_log_likelihood(model, enc, pii)
+    with masked(model, ids, loc.masker.components):
+        after = pii_log_likelihood(model, enc, pii)
+    assert after < original
+    # Only log α was trained: every weight is bit-identical, and nothing stays attached.
+    assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())
+    assert all(not (m._forward_hooks or m._forward_pre_hooks) for m in model.modules())
+    assert [h["step"] for h in loc.history] == list(range(1, cfg.steps + 1))
+
+
+def test_pii_loss_is_the_stable_unlikelihood():
+    logits = torch.tensor([[30.0, 0.0, 0.0], [0.0, 1.0, 2.0]])
+    targets = torch.tensor([0, 2])
+    p = torch.softmax(logits.double(), -1)[torch.arange(2), targets]
+    expected = (-torch.log1p(-p)).mean()
+    assert torch.isclose(pii_loss(logits, targets).double(), expected, rtol=1e-4)
+    assert torch.isfinite(pii_loss(torch.tensor([[80.0, 0.0]]), torch.tensor([0])))
+    with pytest.raises(ValueError, match="unknown PII loss"):
+        pii_loss(logits, targets, kind="nope")
