@@ -200,13 +200,14 @@ def _peak_rss_mib() -> float:
 
 
 def _synthetic_corpus(shape: Shape, n_docs: int = 440) -> Encoded:
-    """Random documents the size of a default corpus, a tenth of their targets labelled assoc PII."""
+    """Random documents the size of a default corpus, a tenth of their targets labelled assoc PII (one-token spans)."""
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(1, shape.vocab, (n_docs, shape.seq), generator=generator)
     pii = torch.rand(n_docs, shape.seq, generator=generator) < PII_SHARE
     label = pii.long()
+    span_id = torch.where(pii, pii.flatten().cumsum(0).reshape(pii.shape) - 1, -1)
     return Encoded(ids, torch.ones_like(ids), category=label, kind=label * (KINDS.index("assoc") + 1),
-                   span_id=torch.full_like(ids, -1))
+                   span_id=span_id)
 
 
 def _peak_memory_child(steps: int) -> dict:

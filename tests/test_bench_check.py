@@ -3,6 +3,7 @@ import shutil
 
 import nbformat
 import pytest
+import torch
 
 from privloc import bench
 from privloc.check import compare_tables, main
@@ -130,3 +131,9 @@ def test_noop_make_is_timed_only_when_up_to_date(tmp_path):
     (tmp_path / "out").touch()
     fresh = bench.noop_make(tmp_path)
     assert fresh["up_to_date"] is True and 0 <= fresh["seconds"] < 5
+
+
+def test_synthetic_corpus_has_targets_under_every_target_rule():
+    enc = bench._synthetic_corpus(TINY, n_docs=4)
+    first, every = enc.target_mask(("assoc",), first_token=True), enc.target_mask(("assoc",))
+    assert first.any() and torch.equal(first, every)  # one-token spans: every PII token starts its span
