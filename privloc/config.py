@@ -85,10 +85,12 @@ class StudyConfig:
     injection_subjects: int = 1
     injection_docs: int = 6
     injection_max_steps: int = 300
-    # Adam on the planted rows only; the LM loss on the original corpus is weighted down so that it does not
-    # fight the new facts (at lr 1e-2 and weight 1 the injections stalled near exact match 0.73).
-    injection_lr: float = 3e-2
-    injection_keep_weight: float = 0.3
+    # Adam on the planted rows only, plus the LM loss on the original corpus with this weight. A higher lr
+    # (3e-2) with the corpus loss weighted 0.3 planted the facts a little better (exact match 0.85 against
+    # 0.81 on one injection) but took the victim's own assoc exact match from 0.99 to about 0.62; lr 1e-2
+    # with weight 1 keeps it at 0.87.
+    injection_lr: float = 1e-2
+    injection_keep_weight: float = 1.0
     injection_localize_steps: int = 100
 
 

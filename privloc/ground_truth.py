@@ -35,8 +35,8 @@ def method_rankings(injection: Injection, components, cfg: LocalizeConfig, ig_st
 
 
 def run_injection(v: Victim, seed: int, share: float, cfg: LocalizeConfig, n_subjects: int = 3,
-                  docs_per_subject: int = 6, max_steps: int = 300, ig_steps: int = 16, lr: float = 3e-2,
-                  keep_weight: float = 0.3, progress: bool = True) -> tuple[Injection, pd.DataFrame]:
+                  docs_per_subject: int = 6, max_steps: int = 300, ig_steps: int = 16, lr: float = 1e-2,
+                  keep_weight: float = 1.0, progress: bool = True) -> tuple[Injection, pd.DataFrame]:
     """One injection (its own random S and fresh facts), then every method scored against S."""
     components = cfg.components
     masker = NeuronMasker(v.model, components)
