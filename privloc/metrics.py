@@ -37,25 +37,53 @@ def _eval_mode(model):
             m.training = mode
 
 
+def _logits_at(model, x: torch.Tensor, attention: torch.Tensor, where: torch.Tensor | None) -> torch.Tensor:
+    """Next-token logits [B, W-1, V], or only those at the `where` positions ([M, V]) when given.
+
+    Projecting just the needed positions onto the vocabulary skips most of the unembedding, the widest
+    matrix of a small model.
+    """
+    if where is None or not (hasattr(model, "transformer") and hasattr(model, "lm_head")):
+        logits = model(input_ids=x, attention_mask=attention).logits[:, :-1]
+        return logits if where is None else logits[where]
+    hidden = model.transformer(input_ids=x, attention_mask=attention).last_hidden_state[:, :-1]
+    return model.lm_head(hidden[where])
+
+
 @torch.no_grad()
-def score_tokens(model, enc, batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """One forward pass over the corpus: per next-token target, argmax correctness, NLL and validity."""
+def score_tokens(model, enc, batch_size: int = 32, positions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """One forward pass over the corpus: per next-token target, argmax correctness, NLL and validity.
+
+    `positions` ([N, L-1] bool) limits the scoring to those targets (the others stay False / 0), which is
+    cheaper; rows without any are skipped. Rows are batched by length so that little padding is computed.
+    """
     ids, att = enc.input_ids, enc.attention_mask
     n, length = ids.shape
     correct = torch.zeros(n, length - 1, dtype=torch.bool)
     nll = torch.zeros(n, length - 1)
     dev = _device(model)
+    lengths = att.sum(1)
+    rows = torch.arange(n) if positions is None else positions.any(1).nonzero().flatten()
+    # Longest first; padding is on the right, so cutting it off leaves every real position unchanged.
+    rows = rows[torch.argsort(lengths[rows], descending=True, stable=True)]
     with _eval_mode(model):
-        for lo in range(0, n, batch_size):
-            b_att = att[lo : lo + batch_size]
-            # Padding is on the right, so cutting it off leaves every real position unchanged.
-            width = max(int(b_att.sum(1).max()), 2)
-            x = ids[lo : lo + batch_size, :width].to(dev)
-            logits = model(input_ids=x, attention_mask=b_att[:, :width].to(dev)).logits[:, :-1].float()
-            tgt = x[:, 1:]
+        for lo in range(0, len(rows), batch_size):
+            idx = rows[lo : lo + batch_size]
+            width = max(int(lengths[idx].max()), 2)
+            x = ids[idx, :width].to(dev)
+            where = None if positions is None else positions[idx, : width - 1].to(dev)
+            logits = _logits_at(model, x, att[idx, :width].to(dev), where).float()
+            tgt = x[:, 1:] if where is None else x[:, 1:][where]
             tgt_logit = logits.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-            nll[lo : lo + batch_size, : width - 1] = (logits.logsumexp(-1) - tgt_logit).cpu()
-            correct[lo : lo + batch_size, : width - 1] = (logits.argmax(-1) == tgt).cpu()
+            batch_nll = (logits.logsumexp(-1) - tgt_logit).cpu()
+            batch_correct = (logits.argmax(-1) == tgt).cpu()
+            if where is None:
+                nll[idx, : width - 1] = batch_nll
+                correct[idx, : width - 1] = batch_correct
+            else:
+                block_nll, block_correct = torch.zeros(len(idx), width - 1), torch.zeros(len(idx), width - 1, dtype=torch.bool)
+                block_nll[where.cpu()], block_correct[where.cpu()] = batch_nll, batch_correct
+                nll[idx, : width - 1], correct[idx, : width - 1] = block_nll, block_correct
     valid = att[:, 1:].bool() & att[:, :-1].bool()
     return {"correct": correct & valid, "nll": torch.where(valid, nll, 0.0), "valid": valid}
 
@@ -93,7 +121,8 @@ def _mean(x) -> float:
 
 def leakage(model, enc, batch_size: int = 32) -> dict:
     """Extraction exact match on memorised (assoc) PII, per category and per kind, and PII token accuracy."""
-    scores = score_tokens(model, enc, batch_size)
+    # Only targets inside PII spans decide extraction: the others need no vocabulary projection.
+    scores = score_tokens(model, enc, batch_size, positions=enc.category[:, 1:] != 0)
     exact = span_exact_match(scores, enc)
     per_span = pd.DataFrame(
         {

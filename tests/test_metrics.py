@@ -136,6 +136,13 @@ def test_score_tokens_matches_cross_entropy_and_restores_mode():
     assert torch.equal(scores["correct"][valid], (logits.argmax(-1) == enc.input_ids[:, 1:])[valid])
     batched = score_tokens(model, enc, batch_size=32)
     assert torch.allclose(batched["nll"], scores["nll"], atol=1e-5)
+    # Scoring only some positions gives the same numbers there and nothing elsewhere.
+    positions = torch.zeros_like(valid)
+    positions[0, 1:3] = True
+    some = score_tokens(model, enc, batch_size=2, positions=positions)
+    assert torch.allclose(some["nll"][positions], scores["nll"][positions], atol=1e-5)
+    assert torch.equal(some["correct"][positions], scores["correct"][positions])
+    assert not some["correct"][~positions].any() and not some["nll"][~positions].any()
 
 
 def test_perplexity_with_constant_logits():
