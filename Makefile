@@ -14,8 +14,8 @@ endif
 BUILD ?= build/$(PROFILE)
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 EXECUTED := $(patsubst notebooks/%.ipynb,$(BUILD)/%.ipynb,$(NOTEBOOKS))
-# bench.py and check.py measure and compare the pipeline; they do not change what it produces.
-SOURCES := $(filter-out privloc/bench.py privloc/check.py,$(wildcard privloc/*.py))
+# bench.py, check.py and peak.py measure and compare the pipeline; they do not change what it produces.
+SOURCES := $(filter-out privloc/bench.py privloc/check.py privloc/peak.py,$(wildcard privloc/*.py))
 
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -41,7 +41,8 @@ $(foreach i,$(shell seq 2 $(words $(EXECUTED))),$(eval $(word $(i),$(EXECUTED)):
 
 $(BUILD)/%.ipynb: notebooks/%.ipynb $(SOURCES) $(VENV)/.installed
 	@mkdir -p $(BUILD) $(FIGDIR)
-	$(PY) -m papermill --cwd notebooks -k python3 $< $(@D)/.partial-$(@F) -p profile $(PROFILE) -p figures_dir $(abspath $(FIGDIR))
+	$(PY) -m privloc.peak $(@D)/$*.peak.json -- \
+		$(PY) -m papermill --cwd notebooks -k python3 $< $(@D)/.partial-$(@F) -p profile $(PROFILE) -p figures_dir $(abspath $(FIGDIR))
 	mv $(@D)/.partial-$(@F) $@
 
 test: $(VENV)/.installed

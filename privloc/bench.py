@@ -169,6 +169,12 @@ def notebook_durations(build_dir) -> dict[str, float | None] | None:
     return durations
 
 
+def notebook_peaks(build_dir) -> dict[str, float]:
+    """Peak resident MiB of each notebook's run, as `privloc.peak` recorded it beside the executed copy."""
+    return {p.name.removesuffix(".peak.json"): json.loads(p.read_text())["peak_mib"]
+            for p in sorted(Path(build_dir).glob("*.peak.json"))}
+
+
 def noop_make(repo=REPO, profile: str = "default") -> dict | None:
     """Seconds of `make figures` when everything is up to date; not run (it would rebuild) otherwise."""
     # A clean environment: inherited MAKEFLAGS would pass our caller's variables (BUILD, FIGDIR...) along.
@@ -235,7 +241,7 @@ def machine() -> dict:
 
 def render(info: dict, ratio: dict | None = None, notebooks: dict | None = None, expected: list[str] | None = None,
            make: dict | None = None, memory: dict | None = None, table: pd.DataFrame | None = None,
-           quick: bool = False) -> str:
+           quick: bool = False, peaks: dict | None = None) -> str:
     """The Markdown report; a section whose measurement is None says it was not measured."""
     lines = ["# privloc benchmark", "",
              f"- date: {info['date']}{' (quick run: few repeats, rough numbers)' if quick else ''}",
@@ -263,13 +269,20 @@ def render(info: dict, ratio: dict | None = None, notebooks: dict | None = None,
     if not notebooks:
         lines += ["No executed notebooks found (run `make figures` first).", ""]
     else:
-        lines += ["papermill's recorded duration of each executed notebook in the last `make figures`. Trained "
+        peaks = peaks or {}
+        lines += ["papermill's recorded duration of each executed notebook in the last `make figures`, and the "
+                  "peak resident memory of its run (papermill and the notebook's kernel). Trained "
                   "models and masks are cached, so when that run found some of them already built these times "
-                  "understate a run from a clean state (`make clean`).", "", "| notebook | seconds |", "|---|---|"]
-        lines += [f"| {name} | {'?' if sec is None else f'{sec:.1f}'} |" for name, sec in notebooks.items()]
+                  "understate a run from a clean state (`make clean`).", "",
+                  "| notebook | seconds | peak MiB |", "|---|---|---|"]
+        lines += [f"| {name} | {'?' if sec is None else f'{sec:.1f}'} | "
+                  f"{f'{peaks[name]:.0f}' if name in peaks else '?'} |" for name, sec in notebooks.items()]
         known = [sec for sec in notebooks.values() if sec is not None]
         absent = sorted(set(expected or []) - set(notebooks))
-        lines += [f"| **total** | {sum(known):.1f} |", ""]
+        lines += [f"| **total** | {sum(known):.1f} | |", ""]
+        if peaks:
+            lines += [f"Peak memory of the pipeline (the largest notebook run; they run one at a time): "
+                      f"**{max(peaks.values()):.0f} MiB**.", ""]
         if absent or len(known) < len(notebooks):
             # A partial sum would understate the pipeline, so the headline stays n/a.
             lines += [f"Incomplete: not executed {absent}, "
@@ -326,7 +339,7 @@ def run(out="figures/bench.md", quick: bool = False, build_dir="build/default", 
     print(f"peak memory: {memory['peak_mib']:.0f} MiB", flush=True)
     table = scaling(repeats=2 if quick else 5, warmup=1 if quick else 2)
     print(table.to_string(index=False), flush=True)
-    text = render(info, ratio, notebooks, expected, make, memory, table, quick)
+    text = render(info, ratio, notebooks, expected, make, memory, table, quick, notebook_peaks(build_dir))
     atomic_write_text(out, text)
     print(f"wrote {out}", flush=True)
     return text

@@ -137,3 +137,22 @@ def test_synthetic_corpus_has_targets_under_every_target_rule():
     enc = bench._synthetic_corpus(TINY, n_docs=4)
     first, every = enc.target_mask(("assoc",), first_token=True), enc.target_mask(("assoc",))
     assert first.any() and torch.equal(first, every)  # one-token spans: every PII token starts its span
+
+
+def test_peak_records_a_childs_memory_and_the_report_shows_it(tmp_path):
+    import json
+    import sys
+
+    from privloc import peak
+
+    out = tmp_path / "build" / "01_a.peak.json"
+    # The child holds ~200 MiB, far above what a bare interpreter needs.
+    code = peak.main([str(out), "--", sys.executable, "-c", "b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096])"])
+    assert code == 0 and json.loads(out.read_text())["peak_mib"] > 150
+    assert peak.main([str(tmp_path / "fail.peak.json"), "--", sys.executable, "-c", "raise SystemExit(3)"]) == 3
+    assert not (tmp_path / "fail.peak.json").exists()  # a failed run leaves no number behind
+    assert peak.main(["only-one-arg"]) == 2
+    peaks = bench.notebook_peaks(tmp_path / "build")
+    assert list(peaks) == ["01_a"]
+    text = bench.render(bench.machine(), notebooks={"01_a": 12.0}, expected=["01_a"], peaks=peaks)
+    assert f"| 01_a | 12.0 | {peaks['01_a']:.0f} |" in text and "Peak memory of the pipeline" in text
