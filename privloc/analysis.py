@@ -216,8 +216,9 @@ def plot_layer_distribution(layer_df: pd.DataFrame):
         ax.scatter(d["layer"] + offset, d["share"], marker=MARKERS[j % len(MARKERS)], s=30, zorder=3,
                    color=OKABE_ITO[j % len(OKABE_ITO)], edgecolor="black", linewidth=0.5, label=name)
     top = (summary["mean_share"] + summary["std_share"].fillna(0)).fillna(0)
-    for xi, t, c in zip(x, top, summary["mean_count"], strict=True):
-        ax.annotate(f"{c:.0f}" if float(c).is_integer() else f"{c:.1f}", (xi, t), textcoords="offset points",
+    # Counts sit at the foot of the bars, where no run's marker can cover them.
+    for xi, c in zip(x, summary["mean_count"], strict=True):
+        ax.annotate(f"{c:.0f}" if float(c).is_integer() else f"{c:.1f}", (xi, 0), textcoords="offset points",
                     xytext=(0, 3), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x)
     ax.set_xlabel("layer")

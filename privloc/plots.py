@@ -8,7 +8,7 @@ import html
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from .data import CATEGORIES, span_kinds
 
@@ -144,11 +144,12 @@ def sensitivity_curves(curve: pd.DataFrame, baseline: dict):
     # Perplexity can explode for some methods at large k: a log axis keeps the small changes visible.
     axes[1].set_yscale("log")
     axes[2].set_xscale("log")
-    # Minor-tick labels of a log axis over a short range crowd into each other.
-    axes[1].yaxis.set_minor_formatter(NullFormatter())
-    axes[2].xaxis.set_minor_formatter(NullFormatter())
+    # A log axis over less than a decade has no major tick to label, and its minor-tick labels crowd into
+    # each other: a few evenly chosen, plainly written ticks read better.
     for axis in (axes[1].yaxis, axes[2].xaxis):
+        axis.set_major_locator(MaxNLocator(nbins=5))
         axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
     axes[0].set_ylabel("extraction exact match (fraction)")
     axes[1].set_ylabel("non-PII validation perplexity (log scale)")
     axes[2].set_xlabel("non-PII validation perplexity (log scale)")
