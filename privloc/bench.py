@@ -241,7 +241,7 @@ def machine() -> dict:
 
 def render(info: dict, ratio: dict | None = None, notebooks: dict | None = None, expected: list[str] | None = None,
            make: dict | None = None, memory: dict | None = None, table: pd.DataFrame | None = None,
-           quick: bool = False, peaks: dict | None = None) -> str:
+           quick: bool = False, peaks: dict | None = None, build_dir: str | None = None) -> str:
     """The Markdown report; a section whose measurement is None says it was not measured."""
     lines = ["# privloc benchmark", "",
              f"- date: {info['date']}{' (quick run: few repeats, rough numbers)' if quick else ''}",
@@ -270,8 +270,9 @@ def render(info: dict, ratio: dict | None = None, notebooks: dict | None = None,
         lines += ["No executed notebooks found (run `make figures` first).", ""]
     else:
         peaks = peaks or {}
-        lines += ["papermill's recorded duration of each executed notebook in the last `make figures`, and the "
-                  "peak resident memory of its run (papermill and the notebook's kernel). Trained "
+        where = f" (executed copies in `{build_dir}`)" if build_dir else ""
+        lines += ["papermill's recorded duration of each executed notebook in the last `make figures`"
+                  f"{where}, and the peak resident memory of its run (papermill and the notebook's kernel). Trained "
                   "models and masks are cached, so when that run found some of them already built these times "
                   "understate a run from a clean state (`make clean`).", "",
                   "| notebook | seconds | peak MiB |", "|---|---|---|"]
@@ -339,7 +340,8 @@ def run(out="figures/bench.md", quick: bool = False, build_dir="build/default", 
     print(f"peak memory: {memory['peak_mib']:.0f} MiB", flush=True)
     table = scaling(repeats=2 if quick else 5, warmup=1 if quick else 2)
     print(table.to_string(index=False), flush=True)
-    text = render(info, ratio, notebooks, expected, make, memory, table, quick, notebook_peaks(build_dir))
+    text = render(info, ratio, notebooks, expected, make, memory, table, quick, notebook_peaks(build_dir),
+                  str(build_dir))
     atomic_write_text(out, text)
     print(f"wrote {out}", flush=True)
     return text
@@ -349,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m privloc.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="figures/bench.md")
     parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run, not a measurement")
-    parser.add_argument("--build", default="build/default", help="folder of the executed default notebooks")
+    parser.add_argument("--build", default="build/default",
+                        help="folder of the executed default notebooks (e.g. that of a run from a fresh cache)")
     parser.add_argument("--peak-memory-child", type=int, metavar="STEPS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.peak_memory_child is not None:
