@@ -12,37 +12,8 @@ from privloc.baselines import (
     random_matched,
     random_ranking,
 )
-from privloc.data import CATEGORIES, KINDS
 from privloc.masking import NeuronMasker
 from privloc.mitigate import masked
-from privloc.tokenizer import Encoded
-
-ASSOC = KINDS.index("assoc") + 1
-
-
-def tiny_corpus():
-    """4 rows of 12 tokens, the last one padded; a few assoc PII tokens in rows 0, 1 and 3."""
-    n, length = 4, 12
-    input_ids = torch.randint(1, 50, (n, length), generator=torch.Generator().manual_seed(2))
-    attention = torch.ones(n, length, dtype=torch.long)
-    attention[3, 9:] = 0
-    input_ids[3, 9:] = 0
-    category = torch.zeros(n, length, dtype=torch.long)
-    for row, cols, name in ((0, [4, 5, 6], "EMAIL"), (1, [8, 9], "PHONE"), (3, [2, 3], "PERSON")):
-        category[row, cols] = CATEGORIES.index(name) + 1
-    kind = torch.where(category > 0, ASSOC, 0)
-    span_id = torch.where(category > 0, 0, -1)
-    return Encoded(input_ids, attention, category, kind, span_id)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model()
-
-
-@pytest.fixture(scope="module")
-def enc():
-    return tiny_corpus()
 
 
 @pytest.fixture(scope="module")

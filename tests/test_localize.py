@@ -5,8 +5,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_model
-from test_baselines import tiny_corpus
 
 from privloc.baselines import pii_log_likelihood
 from privloc.config import LocalizeConfig
@@ -14,16 +12,6 @@ from privloc.localize import localize, pii_loss
 from privloc.mitigate import masked
 
 BASE = LocalizeConfig(steps=60, batch_size=4, lr=0.2, lambda_keep=1.0, first_token=False)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model()
-
-
-@pytest.fixture(scope="module")
-def enc():
-    return tiny_corpus()
 
 
 def test_first_token_keeps_one_target_per_span(enc):
