@@ -46,12 +46,12 @@ def baseline_rankings(v: Victim, masker, kinds=("assoc",), ig_steps: int = 16, i
     """
     enc = v.corpus.enc_train
     pii = enc.target_mask(kinds, first_token=first_token)
-    rows = pii.any(dim=1).nonzero().flatten()[:ig_rows].tolist()
-    sample = enc.select(rows)
+    rows = pii.any(dim=1).nonzero().flatten()[:ig_rows]
+    sample = enc.select(rows.tolist())
     return {
         "activation": baselines.activation_contrast(v.model, enc, masker, pii, batch_size=batch_size),
         "integrated_gradients": baselines.integrated_gradients(
-            v.model, sample, masker, sample.target_mask(kinds, first_token=first_token), steps=ig_steps, batch_size=batch_size // 2),
+            v.model, sample, masker, pii[rows], steps=ig_steps, batch_size=batch_size // 2),
     }
 
 
