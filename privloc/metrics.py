@@ -81,9 +81,8 @@ def score_tokens(model, enc, batch_size: int = 32, positions: torch.Tensor | Non
                 nll[idx, : width - 1] = batch_nll
                 correct[idx, : width - 1] = batch_correct
             else:
-                block_nll, block_correct = torch.zeros(len(idx), width - 1), torch.zeros(len(idx), width - 1, dtype=torch.bool)
-                block_nll[where.cpu()], block_correct[where.cpu()] = batch_nll, batch_correct
-                nll[idx, : width - 1], correct[idx, : width - 1] = block_nll, block_correct
+                r, t = where.cpu().nonzero(as_tuple=True)
+                nll[idx[r], t], correct[idx[r], t] = batch_nll, batch_correct
     valid = att[:, 1:].bool() & att[:, :-1].bool()
     return {"correct": correct & valid, "nll": torch.where(valid, nll, 0.0), "valid": valid}
 
