@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .masking import NeuronMasker
-from .model import trim
+from .model import next_token_logits, trim
 from .tokenizer import Encoded
 
 
@@ -87,8 +87,8 @@ def _batches(enc: Encoded, pii_mask: Tensor, batch_size: int, device) -> list[tu
 
 def _log_likelihood(model: nn.Module, ids: Tensor, attention: Tensor, targets: Tensor) -> Tensor:
     """Summed log p(x_t+1 | x_≤t) over the positions t in `targets` ([B, L-1] bool)."""
-    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]
-    return -F.cross_entropy(logits[targets], ids[:, 1:][targets], reduction="sum")
+    logits = next_token_logits(model, ids, attention, targets)
+    return -F.cross_entropy(logits, ids[:, 1:][targets], reduction="sum")
 
 
 def pii_log_likelihood(model: nn.Module, enc: Encoded, pii_mask: Tensor, batch_size: int = 16) -> float:

@@ -33,7 +33,7 @@ from .config import PROFILES, LocalizeConfig, ModelConfig
 from .data import KINDS
 from .localize import localize, pii_loss
 from .masking import NeuronMasker
-from .model import build_model, lm_loss
+from .model import build_model, lm_loss, next_token_logits
 from .tokenizer import Encoded
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,8 +104,9 @@ def _localization_step(shape: Shape, stack: contextlib.ExitStack) -> tuple[Calla
     targets, keep = ids[:, 1:], ~pii
 
     def step() -> None:
-        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]
-        loss = (pii_loss(logits[pii], targets[pii]) + F.cross_entropy(logits[keep], targets[keep])
+        # As localize() does: the PII and the kept positions are projected onto the vocabulary separately.
+        pii_logits, keep_logits = next_token_logits(model, ids, attention, pii, keep)
+        loss = (pii_loss(pii_logits, targets[pii]) + F.cross_entropy(keep_logits, targets[keep])
                 + masker.gates.p_closed().mean())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -24,7 +24,7 @@ from .data import DataError
 from .masking import COMPONENTS, NeuronMasker
 from .metrics import leakage
 from .mitigate import _drop_masker_hooks, unit_columns
-from .model import lm_loss, trim
+from .model import lm_loss, next_token_logits, trim
 from .synthetic import generate
 from .tokenizer import Encoded, encode_records
 
@@ -151,9 +151,8 @@ def inject(model, tokenizer, enc_keep: Encoded | None, facts_records: list[dict]
 
     def facts_loss() -> torch.Tensor:
         rows, x, m = batch(enc_facts, fact_rows)
-        logits = edited(input_ids=x, attention_mask=m).logits[:, :-1]
         on = target[rows, : x.shape[1] - 1].to(device)
-        return F.cross_entropy(logits[on], x[:, 1:][on])
+        return F.cross_entropy(next_token_logits(edited, x, m, on), x[:, 1:][on])
 
     def em() -> float:
         return float(leakage(edited, enc_facts)["em_assoc"])

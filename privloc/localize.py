@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .config import LocalizeConfig
 from .masking import NeuronMasker
-from .model import trim
+from .model import next_token_logits, trim
 from .tokenizer import Encoded
 
 
@@ -136,12 +136,12 @@ def localize(
                 ids, attention = trim(enc.input_ids[batch], enc.attention_mask[batch])
                 width = ids.shape[1] - 1
                 ids, attention = ids.to(device), attention.to(device)
-                logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]
-                targets = ids[:, 1:]
                 pii = pii_mask[batch, :width].to(device)
                 keep = keep_mask[batch, :width].to(device)
-                loss_pii = pii_loss(logits[pii], targets[pii], cfg.loss)
-                loss_keep = F.cross_entropy(logits[keep], targets[keep])
+                pii_logits, keep_logits = next_token_logits(model, ids, attention, pii, keep)
+                targets = ids[:, 1:]
+                loss_pii = pii_loss(pii_logits, targets[pii], cfg.loss)
+                loss_keep = F.cross_entropy(keep_logits, targets[keep])
                 share = (masker.gates.p_closed() * penalty_weights).sum()
                 loss = loss_pii + cfg.lambda_keep * loss_keep
                 if cfg.target_share is None:

@@ -151,7 +151,10 @@ class NeuronMasker:
             return self
         h = self._handles
         # One draw per model forward, shared by every position, example and hooked module of that forward.
-        h.append(self.model.register_forward_pre_hook(lambda m, a: None if self._mode == "off" else self.resample()))
+        # On the transformer body rather than the LM head model, so that callers that run the body alone (to
+        # project only some positions onto the vocabulary) draw fresh gates too.
+        body = getattr(self.model, "transformer", self.model)
+        h.append(body.register_forward_pre_hook(lambda m, a: None if self._mode == "off" else self.resample()))
         for ly, block in enumerate(self.blocks):
             # mlp.in gates the input of mlp.c_proj, i.e. the hidden units after the activation.
             sites = [(block.attn.c_attn, _QKV, False), (block.attn.c_proj, ("attn.o",), False),

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from .data import CATEGORIES, KINDS
+from .model import next_token_logits
 
 _ASSOC = KINDS.index("assoc") + 1  # label value of assoc tokens in enc.kind
 
@@ -35,19 +36,6 @@ def _eval_mode(model):
     finally:
         for m, mode in modes:
             m.training = mode
-
-
-def _logits_at(model, x: torch.Tensor, attention: torch.Tensor, where: torch.Tensor | None) -> torch.Tensor:
-    """Next-token logits [B, W-1, V], or only those at the `where` positions ([M, V]) when given.
-
-    Projecting just the needed positions onto the vocabulary skips most of the unembedding, the widest
-    matrix of a small model.
-    """
-    if where is None or not (hasattr(model, "transformer") and hasattr(model, "lm_head")):
-        logits = model(input_ids=x, attention_mask=attention).logits[:, :-1]
-        return logits if where is None else logits[where]
-    hidden = model.transformer(input_ids=x, attention_mask=attention).last_hidden_state[:, :-1]
-    return model.lm_head(hidden[where])
 
 
 @torch.no_grad()
@@ -72,7 +60,8 @@ def score_tokens(model, enc, batch_size: int = 32, positions: torch.Tensor | Non
             width = max(int(lengths[idx].max()), 2)
             x = ids[idx, :width].to(dev)
             where = None if positions is None else positions[idx, : width - 1].to(dev)
-            logits = _logits_at(model, x, att[idx, :width].to(dev), where).float()
+            logits = next_token_logits(model, x, att[idx, :width].to(dev), *([] if where is None else [where]))
+            logits = logits.float()
             tgt = x[:, 1:] if where is None else x[:, 1:][where]
             tgt_logit = logits.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
             batch_nll = (logits.logsumexp(-1) - tgt_logit).cpu()

@@ -79,6 +79,23 @@ def trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return ids[:, :width], mask[:, :width]
 
 
+def next_token_logits(model, ids: torch.Tensor, attention: torch.Tensor, *where: torch.Tensor):
+    """Next-token logits [B, W-1, V]; given boolean [B, W-1] masks, one [M_i, V] block per mask instead.
+
+    Projecting just the needed positions onto the vocabulary skips most of the unembedding, the widest
+    matrix of a small model, and spares the backward pass a zero-filled gradient of the full logits.
+    """
+    if not where or not (hasattr(model, "transformer") and hasattr(model, "lm_head")):
+        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]
+        if not where:
+            return logits
+        blocks = [logits[w] for w in where]
+    else:
+        hidden = model.transformer(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1]
+        blocks = [model.lm_head(hidden[w]) for w in where]
+    return blocks[0] if len(blocks) == 1 else blocks
+
+
 def lm_loss(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
     targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
