@@ -119,11 +119,12 @@ def _sites(layout: NeuronMasker) -> Iterator[tuple[nn.Module, bool, list[tuple[s
 
 
 def activation_contrast_scores(model: nn.Module, enc: Encoded, masker: NeuronMasker, pii_mask: Tensor,
-                               batch_size: int = 16) -> np.ndarray:
+                               batch_size: int = 16, enc_contrast: Encoded | None = None) -> np.ndarray:
     """[N] mean |activation| of each unit where the next token is PII minus where it is ordinary text.
 
     The activation is the value the neuron's gate multiplies (post-GELU for mlp.in). Both means come from
     the rows that contain PII targets (`pii_mask`, [N, L-1]); non-PII positions are `enc.nonpii_mask()`.
+    Every target position of `enc_contrast`, if given, joins the ordinary side.
     """
     layout = _layout(model, masker)
     device = next(model.parameters()).device
@@ -149,6 +150,14 @@ def activation_contrast_scores(model: nn.Module, enc: Encoded, masker: NeuronMas
                 weights[:] = [torch.stack([pii, nonpii]).double()]
                 counts += weights[0].sum(dim=(1, 2))
                 model(input_ids=ids, attention_mask=attention)
+            for start in range(0, len(enc_contrast) if enc_contrast is not None else 0, batch_size):
+                rows = list(range(start, min(start + batch_size, len(enc_contrast))))
+                ids, attention = (t.to(device) for t in trim(enc_contrast.input_ids[rows],
+                                                              enc_contrast.attention_mask[rows]))
+                every = attention[:, 1:].bool() & attention[:, :-1].bool()
+                weights[:] = [torch.stack([torch.zeros_like(every), every]).double()]
+                counts += weights[0].sum(dim=(1, 2))
+                model(input_ids=ids, attention_mask=attention)
     finally:
         for handle in handles:
             handle.remove()
@@ -157,9 +166,9 @@ def activation_contrast_scores(model: nn.Module, enc: Encoded, masker: NeuronMas
 
 
 def activation_contrast(model: nn.Module, enc: Encoded, masker: NeuronMasker, pii_mask: Tensor,
-                        batch_size: int = 16) -> np.ndarray:
+                        batch_size: int = 16, enc_contrast: Encoded | None = None) -> np.ndarray:
     """Ranking by `activation_contrast_scores`: units most active before PII first."""
-    return rank(activation_contrast_scores(model, enc, masker, pii_mask, batch_size))
+    return rank(activation_contrast_scores(model, enc, masker, pii_mask, batch_size, enc_contrast))
 
 
 # ---- integrated gradients -----------------------------------------------------------------------------

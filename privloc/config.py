@@ -28,6 +28,10 @@ class ModelConfig:
     n_embd: int = 128
     n_head: int = 4
     n_positions: int = 256
+    # GPT-2's tanh-approximated GELU as one fused kernel: the same function as GPT-2's "gelu_new" (within 3e-7)
+    # without its chain of elementwise ops, which made a CPU training step ~16% slower. Pretrained models
+    # keep the activation of their own config.
+    activation: str = "gelu_pytorch_tanh"
     pretrained: str | None = None  # a hub name or local folder (paper profile); None trains from scratch
 
 
@@ -64,6 +68,9 @@ class LocalizeConfig:
     keep_kinds: tuple[str, ...] = ()  # PII kinds whose targets join the keep term
     keep_other_categories: bool = True  # with a category filter, keep the other categories' targets
     components: tuple[str, ...] = COMPONENTS
+    # Documents per step of a second keep corpus, when localize() is given one (the injection benchmark);
+    # 0 ignores it. 4 recalled as much as 8 at half the cost.
+    keep_batch_size: int = 4
     seed: int = 0
 
 
@@ -80,18 +87,20 @@ class StudyConfig:
     n_candidates: int = 128  # same-format alternatives per category
     n_injections: int = 3
     # 0.5% of the units (23 on the default model) could not hold even one new person's facts within the
-    # step budget (exact match 0.39 after 200 steps); 2% reaches about 0.65. See notebook 07.
-    injection_share: float = 0.02  # |S| as a fraction of the gated units
+    # step budget (exact match 0.39 after 200 steps); 2-3% stalled at 0.81 on two of three injections, the
+    # new person's address never learned; 4% reached 0.92-0.96 in 70-140 steps. See notebook 07.
+    injection_share: float = 0.04  # |S| as a fraction of the gated units
     injection_subjects: int = 1
     injection_docs: int = 6
-    injection_max_steps: int = 300
-    # Adam on the planted rows only, plus the LM loss on the original corpus with this weight. A higher lr
-    # (3e-2) with the corpus loss weighted 0.3 planted the facts a little better (exact match 0.85 against
-    # 0.81 on one injection) but took the victim's own assoc exact match from 0.99 to about 0.62; lr 1e-2
-    # with weight 1 keeps it at 0.87.
-    injection_lr: float = 1e-2
+    injection_max_steps: int = 200
+    # Adam on the planted rows only, plus the LM loss on the original corpus with this weight. lr 3e-2 with
+    # the corpus loss weighted 0.3 took the victim's own assoc exact match from 0.99 to about 0.62; with
+    # weight 1, lr 1e-2-2e-2 keeps 0.80-0.90 of it.
+    injection_lr: float = 1.5e-2
     injection_keep_weight: float = 1.0
-    injection_localize_steps: int = 100
+    # With the victim's corpus as a second keep batch (LocalizeConfig.keep_batch_size) the gates need more
+    # steps: recall 0.07 after 100, 0.34 after 200 on one injection.
+    injection_localize_steps: int = 200
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,21 @@ METHODS = ("privloc", "random", "activation", "integrated_gradients")
 
 
 def method_rankings(injection: Injection, components, cfg: LocalizeConfig, ig_steps: int, seed: int,
-                    progress: bool = True) -> dict[str, np.ndarray]:
-    """Every method's neuron ranking on the injected facts (each method sees only the facts' documents)."""
+                    enc_known=None, progress: bool = True) -> dict[str, np.ndarray]:
+    """Every method's neuron ranking on the injected facts.
+
+    The targets are the facts' PII. `enc_known` (the victim's own corpus) is what the victim knew before:
+    the methods with a contrast side use it there, i.e. Algorithm 1 keeps it (a second keep batch) and
+    activation contrast subtracts the mean activation over it. Integrated gradients has no contrast side.
+    """
     model, enc = injection.model, injection.enc_facts
-    loc = localize(model, enc, replace(cfg, seed=seed), progress=progress)
+    loc = localize(model, enc, replace(cfg, seed=seed), progress=progress, enc_keep=enc_known)
     masker = NeuronMasker(model, components)
     pii = enc.target_mask(cfg.kinds, first_token=cfg.first_token)
     return {
         "privloc": loc.masker.ranking(),
         "random": baselines.random_ranking(masker.n_neurons, seed),
-        "activation": baselines.activation_contrast(model, enc, masker, pii),
+        "activation": baselines.activation_contrast(model, enc, masker, pii, enc_contrast=enc_known),
         "integrated_gradients": baselines.integrated_gradients(model, enc, masker, pii, steps=ig_steps),
     }
 
@@ -48,7 +53,8 @@ def run_injection(v: Victim, seed: int, share: float, cfg: LocalizeConfig, n_sub
     ppl_before = perplexity(injection.model, v.corpus.enc_valid)["ppl_nonpii"]
     em_original = leakage(injection.model, v.corpus.enc_train)["em_assoc"]
     rows = []
-    for method, ranking in method_rankings(injection, components, cfg, ig_steps, seed, progress).items():
+    rankings = method_rankings(injection, components, cfg, ig_steps, seed, v.corpus.enc_train, progress)
+    for method, ranking in rankings.items():
         found = ranking[: len(true_ids)]
         with masked(injection.model, found, components):
             em_injected_after = leakage(injection.model, injection.enc_facts)["em_assoc"]
@@ -75,12 +81,14 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def variant_recalls(injection: Injection, cfg: LocalizeConfig, variants: dict[str, dict], seed: int = 0,
-                    progress: bool = True) -> pd.DataFrame:
-    """Recall@|S| of Algorithm 1 on one injection under config variants (`label -> overrides`): what else was tried."""
+                    enc_known=None, progress: bool = True) -> pd.DataFrame:
+    """Recall@|S| of Algorithm 1 on one injection under config variants (`label -> overrides`): what else was
+    tried. `enc_known` as in `method_rankings`."""
     rows = []
     k = len(injection.neuron_ids)
     for label, overrides in variants.items():
-        loc = localize(injection.model, injection.enc_facts, replace(cfg, seed=seed, **overrides), progress=progress)
+        loc = localize(injection.model, injection.enc_facts, replace(cfg, seed=seed, **overrides), progress=progress,
+                       enc_keep=enc_known)
         rows.append({"variant": label, "overrides": ", ".join(f"{key}={val}" for key, val in overrides.items()),
                      "recall": recall_at_k(loc.masker.ranking()[:k], injection.neuron_ids), "seconds": loc.seconds})
     return pd.DataFrame(rows)

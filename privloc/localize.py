@@ -96,8 +96,15 @@ def localize(
     cfg: LocalizeConfig | None = None,
     categories: Sequence[str] | None = None,
     progress: bool = True,
+    enc_keep: Encoded | None = None,
 ) -> Localization:
-    """Train the gates of every neuron of `cfg.components`; the returned masker holds the learned log α."""
+    """Train the gates of every neuron of `cfg.components`; the returned masker holds the learned log α.
+
+    `enc_keep`, if given, is a second corpus of behaviour to keep: each step adds `cfg.keep_batch_size` of its
+    documents, every target of which (its own PII included) joins the keep term, weighted as much as the
+    main batch's. The injection benchmark uses it so that the mask removes the injected facts but not what
+    the victim knew before.
+    """
     cfg = cfg or LocalizeConfig()
     device = next(model.parameters()).device
     torch.manual_seed(cfg.seed)
@@ -142,6 +149,11 @@ def localize(
                 targets = ids[:, 1:]
                 loss_pii = pii_loss(pii_logits, targets[pii], cfg.loss)
                 loss_keep = F.cross_entropy(keep_logits, targets[keep])
+                if enc_keep is not None and cfg.keep_batch_size > 0:
+                    extra = torch.randperm(len(enc_keep), generator=generator)[: cfg.keep_batch_size]
+                    x, m = (t.to(device) for t in trim(enc_keep.input_ids[extra], enc_keep.attention_mask[extra]))
+                    on = m[:, 1:].bool() & m[:, :-1].bool()
+                    loss_keep = (loss_keep + F.cross_entropy(next_token_logits(model, x, m, on), x[:, 1:][on])) / 2
                 share = (masker.gates.p_closed() * penalty_weights).sum()
                 loss = loss_pii + cfg.lambda_keep * loss_keep
                 if cfg.target_share is None:

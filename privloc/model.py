@@ -35,6 +35,7 @@ def build_model(cfg: ModelConfig, tokenizer) -> GPT2LMHeadModel:
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
+        activation_function=cfg.activation,
         # GPT2Config defaults to the 50256 ids of the original vocabulary.
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -139,3 +139,15 @@ def test_integrated_gradients_completeness(model, enc, pii):
     assert abs(gap) > 1.0, "the check needs a model where the gates matter"
     # A 64-step Riemann sum is close here (measured: 0.05% off); the tolerance leaves room for other models.
     assert scores.sum() == pytest.approx(gap, rel=0.02)
+
+
+def test_activation_contrast_with_a_contrast_corpus(model, enc, pii):
+    masker = NeuronMasker(model)
+    plain = activation_contrast_scores(model, enc, masker, pii)
+    with_corpus = activation_contrast_scores(model, enc, masker, pii, batch_size=2, enc_contrast=enc)
+    assert not np.allclose(plain, with_corpus)
+    # Batching only regroups the sums, on the contrast corpus too.
+    np.testing.assert_allclose(with_corpus, activation_contrast_scores(model, enc, masker, pii, batch_size=16,
+                                                                       enc_contrast=enc), atol=1e-9)
+    assert_ranking(activation_contrast(model, enc, masker, pii, enc_contrast=enc), masker.n_neurons)
+    assert no_hooks(model)

@@ -54,3 +54,14 @@ def test_pii_loss_is_the_stable_unlikelihood():
     assert torch.isfinite(pii_loss(torch.tensor([[80.0, 0.0]]), torch.tensor([0])))
     with pytest.raises(ValueError, match="unknown PII loss"):
         pii_loss(logits, targets, kind="nope")
+
+
+def test_second_keep_corpus(model, enc):
+    cfg = replace(BASE, steps=8, target_share=0.05)
+    plain = localize(model, enc, cfg, progress=False)
+    # keep_batch_size = 0 ignores the second corpus: the same draws, the same gates.
+    ignored = localize(model, enc, replace(cfg, keep_batch_size=0), progress=False, enc_keep=enc)
+    assert torch.equal(plain.masker.gates.log_alpha, ignored.masker.gates.log_alpha)
+    used = localize(model, enc, replace(cfg, keep_batch_size=2), progress=False, enc_keep=enc)
+    assert not torch.equal(plain.masker.gates.log_alpha, used.masker.gates.log_alpha)
+    assert len(used.closed_ids()) == round(0.05 * used.masker.n_neurons)

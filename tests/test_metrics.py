@@ -262,3 +262,20 @@ def test_candidate_ranks_sample_is_seeded(corpus):
     b = candidate_ranks(model, enc, CANDIDATES, tokenizer, max_spans=3, seed=1)
     assert len(a) == 3 and a["span"].tolist() == b["span"].tolist()
     assert candidate_ranks(model, enc, {}, tokenizer).empty
+
+
+def test_next_token_logits_projects_only_the_asked_positions():
+    from privloc.model import next_token_logits
+
+    model = tiny_gpt2().eval()
+    ids = torch.randint(1, 40, (3, 12), generator=torch.Generator().manual_seed(0))
+    attention = torch.ones_like(ids)
+    full = next_token_logits(model, ids, attention)
+    assert full.shape == (3, 11, 40)
+    a = torch.zeros(3, 11, dtype=torch.bool)
+    a[0, 2] = a[2, 7] = True
+    b = ~a
+    block_a, block_b = next_token_logits(model, ids, attention, a, b)
+    torch.testing.assert_close(block_a, full[a])
+    torch.testing.assert_close(block_b, full[b])
+    torch.testing.assert_close(next_token_logits(model, ids, attention, a), full[a])
