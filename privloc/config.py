@@ -42,7 +42,7 @@ class TrainConfig:
     lr: float = 3e-3
     warmup: int = 30
     weight_decay: float = 0.0
-    eval_every: int = 50
+    eval_every: int = 100  # each evaluation passes over the training corpus (~2 s on the default model)
     seed: int = 0
 
 
@@ -50,7 +50,9 @@ class TrainConfig:
 class LocalizeConfig:
     steps: int = 150
     category_steps: int = 100  # per-category localisations (notebook 05): five of them share one budget
-    batch_size: int = 16
+    # 8 documents per step took half the time of 16 for a similar mask (exact match left after switching it
+    # off: enron 0.35 vs 0.41, echr 0.18 vs 0.12, one seed each).
+    batch_size: int = 8
     lr: float = 0.2
     init_log_alpha: float = 3.0
     lambda_keep: float = 5.0

@@ -123,10 +123,11 @@ def victim(source: str, profile: str | Profile = "default", progress: bool = Tru
         train_enc = data.enc_train
         if scrubbed:
             train_enc = encode_records(data.tokenizer, scrub(data.train), profile.data.max_len)
+        # The scrubbed reference only needs its final metrics: evaluating it along the way would cost a pass
+        # over the corpus every `eval_every` steps.
+        train_cfg = replace(profile.train, eval_every=profile.train.steps) if scrubbed else profile.train
         start = time.perf_counter()
-        history = train_victim(
-            model, train_enc, profile.train, lambda m: memorisation_metrics(m, data), device, progress
-        )
+        history = train_victim(model, train_enc, train_cfg, lambda m: memorisation_metrics(m, data), device, progress)
         model.to("cpu").save_pretrained(str(folder / "model"))
         data.tokenizer.save_pretrained(str(folder / "model"))
         artifacts.write_json(folder / "history.json", {
