@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .config import LocalizeConfig
 from .masking import NeuronMasker
-from .model import next_token_logits, trim
+from .model import length_grouped_batches, next_token_logits, trim
 from .tokenizer import Encoded
 
 
@@ -119,6 +119,7 @@ def localize(
         # A category's mask should remove that category only: the other categories' targets are kept.
         keep_mask |= enc.target_mask(cfg.kinds, first_token=cfg.first_token) & ~pii_mask
     rows = _rows_with_targets(pii_mask)
+    batches = length_grouped_batches(enc.attention_mask[rows].sum(1), cfg.batch_size, generator)
 
     masker = NeuronMasker(model, components=cfg.components, init_log_alpha=cfg.init_log_alpha)
     masker.gates.to(device)
@@ -139,7 +140,7 @@ def localize(
     try:
         with masker.applied(mode="sample"):
             for step in bar:
-                batch = rows[torch.randperm(len(rows), generator=generator)[: cfg.batch_size]]
+                batch = rows[next(batches)]
                 ids, attention = trim(enc.input_ids[batch], enc.attention_mask[batch])
                 width = ids.shape[1] - 1
                 ids, attention = ids.to(device), attention.to(device)

@@ -155,3 +155,20 @@ def test_pipeline_accepts_a_jsonl_folder_and_refuses_unknown_names(tmp_path, mon
     with pytest.raises(DataError, match="unknown dataset 'enronn'"):
         pipeline.corpus("enronn", "smoke")
     assert not (tmp_path / "cache" / "corpus" / "enronn").exists()
+
+
+def test_length_grouped_batches_cover_each_epoch_and_cut_padding():
+    from privloc.model import length_grouped_batches
+
+    lengths = torch.randint(20, 200, (100,), generator=torch.Generator().manual_seed(1))
+    batches = length_grouped_batches(lengths, 8, torch.Generator().manual_seed(0), group=4)
+    epoch = [next(batches) for _ in range(12)]  # 100 rows: 12 full batches, 4 rows dropped
+    rows = torch.cat(epoch)
+    assert all(len(b) == 8 for b in epoch) and len(rows.unique()) == 96
+    again = length_grouped_batches(lengths, 8, torch.Generator().manual_seed(0), group=4)
+    assert all(torch.equal(b, next(again)) for b in epoch)
+    padded = sum(int(lengths[b].max()) * len(b) for b in epoch)
+    plain = torch.randperm(100, generator=torch.Generator().manual_seed(0))[:96].view(12, 8)
+    assert padded < sum(int(lengths[b].max()) * len(b) for b in plain)
+    small = length_grouped_batches(lengths[:5], 8, torch.Generator().manual_seed(0))
+    assert sorted(next(small).tolist()) == list(range(5))
