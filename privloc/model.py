@@ -73,7 +73,8 @@ def length_grouped_batches(lengths: torch.Tensor, batch_size: int, generator: to
     before it is split, and its batches come out in random order (as the length-grouped sampler of
     transformers' Trainer). Batches are cut to their longest row, so grouping computes ~20% fewer padding
     positions on our corpora while the batches stay random. Incomplete batches at the end of an epoch are
-    dropped; with fewer rows than `batch_size`, every batch is all the rows.
+    dropped; with fewer rows than `batch_size`, every batch is all the rows. `group=1` gives plain shuffled
+    batches.
     """
     n_rows = len(lengths)
     while True:
@@ -143,7 +144,9 @@ def train_victim(
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    batches = length_grouped_batches(enc.attention_mask.sum(1), cfg.batch_size, generator)
+    # Plain shuffled batches (group=1): grouping rows by length saved ~10% of the training time but left
+    # the victims memorising less (assoc exact match 0.97-0.99 against 0.98-1.00).
+    batches = length_grouped_batches(enc.attention_mask.sum(1), cfg.batch_size, generator, group=1)
     history, losses = [], []
     train_seconds = 0.0
     bar = tqdm(range(1, cfg.steps + 1), desc="train victim", disable=not progress, leave=False)
