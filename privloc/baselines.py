@@ -150,14 +150,13 @@ def activation_contrast_scores(model: nn.Module, enc: Encoded, masker: NeuronMas
                 weights[:] = [torch.stack([pii, nonpii]).double()]
                 counts += weights[0].sum(dim=(1, 2))
                 model(input_ids=ids, attention_mask=attention)
-            for start in range(0, len(enc_contrast) if enc_contrast is not None else 0, batch_size):
-                rows = list(range(start, min(start + batch_size, len(enc_contrast))))
-                ids, attention = (t.to(device) for t in trim(enc_contrast.input_ids[rows],
-                                                              enc_contrast.attention_mask[rows]))
-                every = attention[:, 1:].bool() & attention[:, :-1].bool()
-                weights[:] = [torch.stack([torch.zeros_like(every), every]).double()]
-                counts += weights[0].sum(dim=(1, 2))
-                model(input_ids=ids, attention_mask=attention)
+            if enc_contrast is not None:
+                # Every target of the contrast corpus: the same batching, all of it on the ordinary side.
+                for ids, attention, every, _ in _batches(enc_contrast, enc_contrast.attention_mask[:, 1:], batch_size,
+                                                         device):
+                    weights[:] = [torch.stack([torch.zeros_like(every), every]).double()]
+                    counts += weights[0].sum(dim=(1, 2))
+                    model(input_ids=ids, attention_mask=attention)
     finally:
         for handle in handles:
             handle.remove()
