@@ -43,6 +43,11 @@ class TrainConfig:
     warmup: int = 30
     weight_decay: float = 0.0
     eval_every: int = 100  # each evaluation passes over the training corpus (~2 s on the default model)
+    # CPU threads of one victim's training. With one, the weights do not depend on the machine's core count
+    # (a BLAS sums in a different order with more threads), and pipeline.prepare_victims trains several
+    # victims side by side: two one-thread trainings on two cores take ~10% less time than one after the
+    # other with two threads each. None leaves torch's setting alone.
+    threads: int | None = 1
     seed: int = 0
 
 

@@ -6,11 +6,17 @@ notebook can run alone.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from . import artifacts
 from .config import Profile, get_profile
@@ -107,6 +113,23 @@ def memorisation_metrics(model, data: Corpus, batch_size: int = 32) -> dict:
     return {**report, **perplexity(model, data.enc_valid, batch_size=batch_size)}
 
 
+@contextmanager
+def _threads(n: int | None):
+    """torch's CPU thread count set to `n` (None: unchanged) inside the block."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _victim_folder(data: Corpus, profile: Profile, scrubbed: bool) -> tuple[str, str]:
+    key = artifacts.config_key(data.path.name, profile.model, profile.train, "scrubbed" if scrubbed else "")
+    return f"victim/{data.name}{'-scrubbed' if scrubbed else ''}", key
+
+
 def victim(source: str, profile: str | Profile = "default", progress: bool = True, scrubbed: bool = False) -> Victim:
     """The model trained on `source` under `profile`, with its training history, cached.
 
@@ -127,7 +150,9 @@ def victim(source: str, profile: str | Profile = "default", progress: bool = Tru
         # over the corpus every `eval_every` steps.
         train_cfg = replace(profile.train, eval_every=profile.train.steps) if scrubbed else profile.train
         start = time.perf_counter()
-        history = train_victim(model, train_enc, train_cfg, lambda m: memorisation_metrics(m, data), device, progress)
+        with _threads(profile.train.threads if device.type == "cpu" else None):
+            history = train_victim(model, train_enc, train_cfg, lambda m: memorisation_metrics(m, data), device,
+                                   progress)
         model.to("cpu").save_pretrained(str(folder / "model"))
         data.tokenizer.save_pretrained(str(folder / "model"))
         artifacts.write_json(folder / "history.json", {
@@ -135,11 +160,48 @@ def victim(source: str, profile: str | Profile = "default", progress: bool = Tru
             "train_seconds": history[-1]["train_seconds"], "profile": profile.to_dict(),
         })
 
-    key = artifacts.config_key(data.path.name, profile.model, profile.train, "scrubbed" if scrubbed else "")
-    path = artifacts.cached_dir(f"victim/{data.name}{'-scrubbed' if scrubbed else ''}", key, build)
+    path = artifacts.cached_dir(*_victim_folder(data, profile, scrubbed), build)
     info = artifacts.read_json(path / "history.json")
     model = load_model(path / "model").to(device).eval()
     return Victim(data, model, info["history"], path, info["train_seconds"])
+
+
+def _train_in_worker(source: str, profile: Profile, scrubbed: bool) -> tuple[str, bool]:
+    victim(source, profile, progress=False, scrubbed=scrubbed)
+    return source, scrubbed
+
+
+def prepare_victims(sources: Sequence[str], profile: str | Profile = "default", scrubbed: Sequence[str] = (),
+                    workers: int | None = None, progress: bool = True) -> None:
+    """Train every victim of `sources` (and the scrubbed references of `scrubbed`) that the cache lacks.
+
+    On a CPU the trainings run `workers` at a time in separate processes (default: one per available core,
+    as each trains on `profile.train.threads` threads); a victim's weights are the same either way. On a GPU
+    they run one after the other in this process. Afterwards `victim()` loads them from the cache.
+    """
+    profile = get_profile(profile)
+    jobs = [(s, False) for s in sources] + [(s, True) for s in scrubbed]
+    todo = []
+    for source, is_scrubbed in jobs:
+        data = corpus(source, profile)  # built here once, not by two workers at the same time
+        kind, key = _victim_folder(data, profile, is_scrubbed)
+        if not (artifacts.cache_root() / kind / key / artifacts.COMPLETE).exists():
+            todo.append((source, is_scrubbed))
+    if not todo:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = profile.train.threads or torch.get_num_threads()
+    workers = workers or max(1, cores // threads)
+    if pick_device(profile.device).type != "cpu" or workers == 1 or len(todo) == 1:
+        for source, is_scrubbed in todo:
+            victim(source, profile, progress=progress, scrubbed=is_scrubbed)
+        return
+    # spawn, not fork: a forked child would inherit torch's thread pool in whatever state the parent left it.
+    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_in_worker, source, profile, is_scrubbed) for source, is_scrubbed in todo]
+        for future in tqdm(as_completed(futures), total=len(futures), desc=f"victims ({workers} at a time)",
+                           disable=not progress, leave=False):
+            future.result()
 
 
 def localization(source: str, profile: str | Profile = "default", categories: tuple[str, ...] | None = None,

@@ -156,3 +156,18 @@ def test_peak_records_a_childs_memory_and_the_report_shows_it(tmp_path):
     assert list(peaks) == ["01_a"]
     text = bench.render(bench.machine(), notebooks={"01_a": 12.0}, expected=["01_a"], peaks=peaks)
     assert f"| 01_a | 12.0 | {peaks['01_a']:.0f} |" in text and "Peak memory of the pipeline" in text
+
+
+def test_peak_adds_up_processes_that_run_side_by_side(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    hold = "import time; b = bytearray(150 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)"
+    script = (f"import subprocess, sys; ps = [subprocess.Popen([sys.executable, '-c', {hold!r}]) for _ in range(2)]; "
+              "[p.wait() for p in ps]")
+    out = tmp_path / "02_b.peak.json"
+    # In a process of its own, as the Makefile runs it: this test process's earlier children do not count.
+    subprocess.run([sys.executable, "-m", "privloc.peak", str(out), "--", sys.executable, "-c", script], check=True)
+    record = json.loads(out.read_text())
+    assert record["single_process_peak_mib"] < 250 < record["peak_mib"]

@@ -172,3 +172,20 @@ def test_length_grouped_batches_cover_each_epoch_and_cut_padding():
     assert padded < sum(int(lengths[b].max()) * len(b) for b in plain)
     small = length_grouped_batches(lengths[:5], 8, torch.Generator().manual_seed(0))
     assert sorted(next(small).tolist()) == list(range(5))
+
+
+def test_victims_trained_side_by_side_equal_those_trained_here(tmp_path, monkeypatch):
+    from privloc import pipeline
+
+    monkeypatch.setenv("PRIVLOC_CACHE", str(tmp_path / "parallel"))
+    pipeline.prepare_victims(["echr"], "smoke", scrubbed=["echr"], workers=2, progress=False)
+    cached = sorted(p.name for p in (tmp_path / "parallel" / "victim").iterdir())
+    assert cached == ["echr", "echr-scrubbed"]
+    side_by_side = pipeline.victim("echr", "smoke", progress=False)
+    monkeypatch.setenv("PRIVLOC_CACHE", str(tmp_path / "here"))
+    threads = torch.get_num_threads()
+    here = pipeline.victim("echr", "smoke", progress=False)
+    assert torch.get_num_threads() == threads  # the one-thread training gives the threads back
+    a, b = side_by_side.model.state_dict(), here.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert side_by_side.history[-1]["em_assoc"] == here.history[-1]["em_assoc"]
