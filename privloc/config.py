@@ -78,6 +78,11 @@ class LocalizeConfig:
     # Documents per step of a second keep corpus, when localize() is given one (the injection benchmark);
     # 0 ignores it. 4 recalled as much as 8 at half the cost.
     keep_batch_size: int = 4
+    # Whether the PII batch's own keep targets (its non-PII text) join the keep term. The injection benchmark
+    # turns this off: the planted neurons learned its facts documents whole, text and PII alike, so keeping
+    # their text protects the very neurons to be found (recall 0.34-0.39 with it, 0.50-0.60 without, on three
+    # injections); the victim's own corpus (the second keep corpus) is then the behaviour to keep.
+    keep_batch: bool = True
     seed: int = 0
 
 
@@ -90,7 +95,9 @@ class StudyConfig:
     n_localization_seeds: int = 3
     ig_steps: int = 16  # Riemann steps of integrated gradients
     ig_rows: int = 64  # documents integrated gradients attributes over
-    exposure_spans: int = 16  # assoc occurrences ranked for exposure / MRR
+    # assoc occurrences ranked for exposure / MRR, ~0.07 s each per row of Table 1. With 16, 14 of 16 rows of
+    # the default Table 1 sat at the largest exposure the candidates allow, so 8 keep the comparison.
+    exposure_spans: int = 8
     n_candidates: int = 128  # same-format alternatives per category
     n_injections: int = 3
     # 0.5% of the units (23 on the default model) could not hold even one new person's facts within the
@@ -105,8 +112,8 @@ class StudyConfig:
     # weight 1, lr 1e-2-2e-2 keeps 0.80-0.90 of it.
     injection_lr: float = 1.5e-2
     injection_keep_weight: float = 1.0
-    # With the victim's corpus as a second keep batch (LocalizeConfig.keep_batch_size) the gates need more
-    # steps: recall 0.07 after 100, 0.34 after 200 on one injection.
+    # With the victim's corpus as the keep term (LocalizeConfig.keep_batch off, keep_batch_size 4) the gates
+    # need their steps: recall 0.04 after 120, 0.50 after 200 and 0.48 after 250 on one injection.
     injection_localize_steps: int = 200
 
 

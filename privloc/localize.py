@@ -103,9 +103,12 @@ def localize(
     `enc_keep`, if given, is a second corpus of behaviour to keep: each step adds `cfg.keep_batch_size` of its
     documents, every target of which (its own PII included) joins the keep term, weighted as much as the
     main batch's. The injection benchmark uses it so that the mask removes the injected facts but not what
-    the victim knew before.
+    the victim knew before. With `cfg.keep_batch` off, it is the whole keep term.
     """
     cfg = cfg or LocalizeConfig()
+    use_keep_corpus = enc_keep is not None and cfg.keep_batch_size > 0
+    if not cfg.keep_batch and not use_keep_corpus:
+        raise ValueError("keep_batch=False leaves nothing to keep: pass enc_keep with keep_batch_size > 0")
     device = next(model.parameters()).device
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -146,15 +149,20 @@ def localize(
                 ids, attention = ids.to(device), attention.to(device)
                 pii = pii_mask[batch, :width].to(device)
                 keep = keep_mask[batch, :width].to(device)
-                pii_logits, keep_logits = next_token_logits(model, ids, attention, pii, keep)
                 targets = ids[:, 1:]
+                keep_terms = []
+                if cfg.keep_batch:
+                    pii_logits, keep_logits = next_token_logits(model, ids, attention, pii, keep)
+                    keep_terms.append(F.cross_entropy(keep_logits, targets[keep]))
+                else:
+                    pii_logits = next_token_logits(model, ids, attention, pii)
                 loss_pii = pii_loss(pii_logits, targets[pii], cfg.loss)
-                loss_keep = F.cross_entropy(keep_logits, targets[keep])
-                if enc_keep is not None and cfg.keep_batch_size > 0:
+                if use_keep_corpus:
                     extra = torch.randperm(len(enc_keep), generator=generator)[: cfg.keep_batch_size]
                     x, m = (t.to(device) for t in trim(enc_keep.input_ids[extra], enc_keep.attention_mask[extra]))
                     on = m[:, 1:].bool() & m[:, :-1].bool()
-                    loss_keep = (loss_keep + F.cross_entropy(next_token_logits(model, x, m, on), x[:, 1:][on])) / 2
+                    keep_terms.append(F.cross_entropy(next_token_logits(model, x, m, on), x[:, 1:][on]))
+                loss_keep = sum(keep_terms) / len(keep_terms)
                 share = (masker.gates.p_closed() * penalty_weights).sum()
                 loss = loss_pii + cfg.lambda_keep * loss_keep
                 if cfg.target_share is None:

@@ -186,9 +186,11 @@ def _sequence_logprobs(model, prefix: torch.Tensor, seqs: list[list[int]], batch
     for lo in range(0, len(seqs), batch_size):
         chunk = [seqs[j] for j in order[lo : lo + batch_size]]
         lens = torch.tensor([len(s) for s in chunk], device=dev)
-        x = torch.zeros(len(chunk), int(lens.max()), dtype=torch.long, device=dev)
+        x = torch.empty(len(chunk), int(lens.max()), dtype=torch.long, device=dev)
         for i, s in enumerate(chunk):
-            x[i, : len(s)] = torch.tensor(s)
+            # Padding repeats the last token rather than the pad id: causal attention keeps it from every
+            # scored position all the same, and no pad id shows up that transformers would warn about.
+            x[i] = torch.tensor(s + [s[-1]] * (x.shape[1] - len(s)))
         total = first[x[:, 0]]
         if x.shape[1] > 1:
             past = None

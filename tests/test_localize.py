@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -65,3 +66,16 @@ def test_second_keep_corpus(model, enc):
     used = localize(model, enc, replace(cfg, keep_batch_size=2), progress=False, enc_keep=enc)
     assert not torch.equal(plain.masker.gates.log_alpha, used.masker.gates.log_alpha)
     assert len(used.closed_ids()) == round(0.05 * used.masker.n_neurons)
+
+
+def test_keep_corpus_alone(model, enc):
+    cfg = replace(BASE, steps=8, target_share=0.05, keep_batch=False)
+    with pytest.raises(ValueError, match="nothing to keep"):
+        localize(model, enc, cfg, progress=False)
+    with pytest.raises(ValueError, match="nothing to keep"):
+        localize(model, enc, replace(cfg, keep_batch_size=0), progress=False, enc_keep=enc)
+    alone = localize(model, enc, replace(cfg, keep_batch_size=2), progress=False, enc_keep=enc)
+    both = localize(model, enc, replace(cfg, keep_batch_size=2, keep_batch=True), progress=False, enc_keep=enc)
+    assert not torch.equal(alone.masker.gates.log_alpha, both.masker.gates.log_alpha)
+    history = pd.DataFrame(alone.history)
+    assert history["loss_keep"].notna().all() and len(alone.closed_ids()) == round(0.05 * alone.masker.n_neurons)
