@@ -155,7 +155,7 @@ def inject(model, tokenizer, enc_keep: Encoded | None, facts_records: list[dict]
         return F.cross_entropy(next_token_logits(edited, x, m, on), x[:, 1:][on])
 
     def em() -> float:
-        return float(leakage(edited, enc_facts)["em_assoc"])
+        return float(leakage(edited, enc_facts, kinds=("assoc",))["em_assoc"])
 
     start = time.perf_counter()
     score = em()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -43,7 +44,9 @@ def score_tokens(model, enc, batch_size: int = 32, positions: torch.Tensor | Non
     """One forward pass over the corpus: per next-token target, argmax correctness, NLL and validity.
 
     `positions` ([N, L-1] bool) limits the scoring to those targets (the others stay False / 0), which is
-    cheaper; rows without any are skipped. Rows are batched by length so that little padding is computed.
+    cheaper; rows without any are skipped, and a row runs only up to its last scored target (a causal
+    model's outputs there do not depend on later tokens). Rows are batched by length so that little padding
+    is computed.
     """
     ids, att = enc.input_ids, enc.attention_mask
     n, length = ids.shape
@@ -51,6 +54,9 @@ def score_tokens(model, enc, batch_size: int = 32, positions: torch.Tensor | Non
     nll = torch.zeros(n, length - 1)
     dev = _device(model)
     lengths = att.sum(1)
+    if positions is not None:
+        target_index = torch.arange(length - 1).expand_as(positions)
+        lengths = torch.minimum(lengths, torch.where(positions, target_index + 2, 0).max(1).values)
     rows = torch.arange(n) if positions is None else positions.any(1).nonzero().flatten()
     # Longest first; padding is on the right, so cutting it off leaves every real position unchanged.
     rows = rows[torch.argsort(lengths[rows], descending=True, stable=True)]
@@ -107,10 +113,17 @@ def _mean(x) -> float:
     return float(x.mean()) if x.size else math.nan
 
 
-def leakage(model, enc, batch_size: int = 32) -> dict:
-    """Extraction exact match on memorised (assoc) PII, per category and per kind, and PII token accuracy."""
+def leakage(model, enc, batch_size: int = 32, kinds: Sequence[str] = KINDS) -> dict:
+    """Extraction exact match on memorised (assoc) PII, per category and per kind, and PII token accuracy.
+
+    Only the occurrences of `kinds` are scored: `kinds=("assoc",)` gives every number but the other kinds'
+    exact match for less work (fewer targets projected, rows cut after their last assoc span).
+    """
+    if "assoc" not in kinds or not set(kinds) <= set(KINDS):
+        raise ValueError(f"kinds must be some of {KINDS}, 'assoc' among them; got {tuple(kinds)}")
     # Only targets inside PII spans decide extraction: the others need no vocabulary projection.
-    scores = score_tokens(model, enc, batch_size, positions=enc.category[:, 1:] != 0)
+    codes = torch.tensor([KINDS.index(k) + 1 for k in kinds])
+    scores = score_tokens(model, enc, batch_size, positions=torch.isin(enc.kind[:, 1:], codes))
     exact = span_exact_match(scores, enc)
     per_span = pd.DataFrame(
         {
@@ -122,11 +135,12 @@ def leakage(model, enc, batch_size: int = 32) -> dict:
             "exact": exact,
         }
     )
+    per_span = per_span[per_span["kind"].isin(kinds)]
     assoc = per_span[per_span["kind"] == "assoc"]
     out = {"em_assoc": _mean(assoc["exact"]), "n_assoc": len(assoc)}
     for cat in CATEGORIES:
         out[f"em_{cat}"] = _mean(assoc.loc[assoc["category"] == cat, "exact"])
-    for kind in KINDS:
+    for kind in kinds:
         out[f"em_kind_{kind}"] = _mean(per_span.loc[per_span["kind"] == kind, "exact"])
     on_assoc = scores["valid"] & (enc.kind[:, 1:] == _ASSOC)
     out["pii_token_acc"] = _mean(scores["correct"][on_assoc].numpy())

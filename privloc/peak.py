@@ -4,7 +4,7 @@ The Makefile wraps each papermill call with it, so that `make bench` can report 
 of every notebook's kernel (a child of papermill) without touching the notebooks. A notebook may run
 processes side by side (notebook 02 trains victims in parallel workers), so the peak is the larger of the
 largest single process (exact, from the kernel) and the largest sum over the whole process tree (sampled
-every 50 ms while the command runs).
+every 50 ms while the command runs; shared library pages split among the processes that map them).
 """
 
 from __future__ import annotations
@@ -27,11 +27,23 @@ def children_peak_mib() -> float:
     return peak / 1024 / (1024 if sys.platform == "darwin" else 1)  # bytes on macOS, KiB on Linux
 
 
-def _tree_rss_mib(process: psutil.Process) -> float:
+def _resident_bytes(process: psutil.Process) -> int:
+    """Proportional set size where the OS reports it (Linux), else resident set size.
+
+    Processes side by side map the same libraries (torch alone is hundreds of MiB); their resident sizes
+    would count those pages once per process, the proportional sizes split them among the processes.
+    """
+    try:
+        return process.memory_full_info().pss
+    except (AttributeError, psutil.AccessDenied):
+        return process.memory_info().rss
+
+
+def _tree_resident_mib(process: psutil.Process) -> float:
     total = 0
     for p in [process, *process.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            total += _resident_bytes(p)
         except psutil.Error:  # exited between the listing and the reading
             pass
     return total / 2**20
@@ -47,7 +59,7 @@ def run_sampling(command: list[str], interval: float = 0.05) -> tuple[int, float
         process = psutil.Process(child.pid)
         while not done.wait(interval):
             try:
-                peak = max(peak, _tree_rss_mib(process))
+                peak = max(peak, _tree_resident_mib(process))
             except psutil.Error:
                 return
 

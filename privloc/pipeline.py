@@ -106,9 +106,12 @@ def assoc_categories(data: Corpus) -> list[str]:
     return [c for c in CATEGORIES if c in present]
 
 
-def memorisation_metrics(model, data: Corpus, batch_size: int = 32) -> dict:
-    """Leakage on the training split (what was memorised) and perplexity on validation (general LM)."""
-    report = leakage(model, data.enc_train, batch_size=batch_size)
+def memorisation_metrics(model, data: Corpus, batch_size: int = 32, kinds: Sequence[str] = ("assoc",)) -> dict:
+    """Leakage on the training split (what was memorised) and perplexity on validation (general LM).
+
+    Only `assoc` occurrences are scored unless `kinds` says otherwise (see metrics.leakage).
+    """
+    report = leakage(model, data.enc_train, batch_size=batch_size, kinds=kinds)
     report.pop("per_span", None)
     return {**report, **perplexity(model, data.enc_valid, batch_size=batch_size)}
 

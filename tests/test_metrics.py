@@ -279,3 +279,18 @@ def test_next_token_logits_projects_only_the_asked_positions():
     torch.testing.assert_close(block_a, full[a])
     torch.testing.assert_close(block_b, full[b])
     torch.testing.assert_close(next_token_logits(model, ids, attention, a), full[a])
+
+
+def test_assoc_only_leakage_matches_the_full_one():
+    enc = hand_encoded()
+    model = Oracle(enc, wrong=[(0, 1), (1, 1)])
+    full, assoc = leakage(model, enc), leakage(model, enc, kinds=("assoc",))
+    for key in ["em_assoc", "n_assoc", "pii_token_acc", *(f"em_{c}" for c in CATEGORIES)]:
+        assert full[key] == assoc[key] or (math.isnan(full[key]) and math.isnan(assoc[key]))
+    assert "em_kind_intro" not in assoc and set(assoc["per_span"]["kind"]) == {"assoc"}
+    # A real model too: rows cut after their last assoc target give the same argmax at every scored target.
+    model = tiny_gpt2()
+    full, assoc = leakage(model, enc), leakage(model, enc, kinds=("assoc",))
+    assert full["pii_token_acc"] == assoc["pii_token_acc"] and full["em_assoc"] == assoc["em_assoc"]
+    with pytest.raises(ValueError, match="'assoc' among them"):
+        leakage(model, enc, kinds=("copy",))
