@@ -273,7 +273,8 @@ def render(info: dict, ratio: dict | None = None, notebooks: dict | None = None,
         peaks = peaks or {}
         where = f" (executed copies in `{build_dir}`)" if build_dir else ""
         lines += ["papermill's recorded duration of each executed notebook in the last `make figures`"
-                  f"{where}, and the peak resident memory of its run (papermill and the notebook's kernel). Trained "
+                  f"{where}, and the peak resident memory of its run (papermill, the notebook's kernel and any "
+                  "worker processes it starts, shared library pages counted once). Trained "
                   "models and masks are cached, so when that run found some of them already built these times "
                   "understate a run from a clean state (`make clean`).", "",
                   "| notebook | seconds | peak MiB |", "|---|---|---|"]
