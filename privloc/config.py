@@ -80,7 +80,7 @@ class LocalizeConfig:
     keep_batch_size: int = 4
     # Whether the PII batch's own keep targets (its non-PII text) join the keep term. The injection benchmark
     # turns this off: the planted neurons learned its facts documents whole, text and PII alike, so keeping
-    # their text protects the very neurons to be found (recall 0.34-0.39 with it, 0.50-0.60 without, on three
+    # their text protects the very neurons to be found (recall 0.33-0.39 with it, 0.50-0.60 without, on three
     # injections); the victim's own corpus (the second keep corpus) is then the behaviour to keep.
     keep_batch: bool = True
     seed: int = 0
