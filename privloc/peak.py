@@ -33,8 +33,8 @@ def _tree_resident_mib(process: psutil.Process) -> float:
     Processes side by side map the same libraries (torch alone is hundreds of MiB), and summing resident
     sizes would count those pages once per process. So: each process's private part (resident minus
     file-backed shared pages) plus the largest shared part. Proportional set sizes would be exact, but
-    reading them walks every page table of the target under its memory lock, which slowed the notebooks
-    down by a third when sampled this often.
+    reading them walks every page table of the target under its memory lock: sampled this often, it made
+    notebooks 06 and 07 a quarter and a half slower.
     """
     private, shared = 0, 0
     for p in [process, *process.children(recursive=True)]:
