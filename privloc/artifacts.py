@@ -65,10 +65,15 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def is_cached(kind: str, key: str, root: Path | None = None) -> bool:
+    """Whether the complete folder `<root>/<kind>/<key>` exists (an interrupted build does not count)."""
+    return ((root or cache_root()) / kind / key / COMPLETE).exists()
+
+
 def cached_dir(kind: str, key: str, build: Callable[[Path], None], root: Path | None = None) -> Path:
     """Return the complete folder `<root>/<kind>/<key>`, calling `build(tmp_folder)` first if it is missing."""
     final = (root or cache_root()) / kind / key
-    if (final / COMPLETE).exists():
+    if is_cached(kind, key, root):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}."))

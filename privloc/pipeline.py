@@ -187,8 +187,7 @@ def prepare_victims(sources: Sequence[str], profile: str | Profile = "default", 
     todo = []
     for source, is_scrubbed in jobs:
         data = corpus(source, profile)  # built here once, not by two workers at the same time
-        kind, key = _victim_folder(data, profile, is_scrubbed)
-        if not (artifacts.cache_root() / kind / key / artifacts.COMPLETE).exists():
+        if not artifacts.is_cached(*_victim_folder(data, profile, is_scrubbed)):
             todo.append((source, is_scrubbed))
     if not todo:
         return
