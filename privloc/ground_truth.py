@@ -12,12 +12,11 @@ from .config import LocalizeConfig
 from .injection import Injection, choose_neurons, fresh_facts, inject, random_recall, recall_at_k
 from .localize import localize
 from .masking import NeuronMasker
-from .metrics import leakage, perplexity
+from .metrics import ASSOC_ONLY, leakage, perplexity
 from .mitigate import masked
 from .pipeline import Victim
 
 METHODS = ("privloc", "random", "activation", "integrated_gradients")
-ASSOC = ("assoc",)  # only the memorisation targets' exact match is reported: the other kinds are not scored
 
 
 def method_rankings(injection: Injection, components, cfg: LocalizeConfig, ig_steps: int, seed: int,
@@ -52,14 +51,14 @@ def run_injection(v: Victim, seed: int, share: float, cfg: LocalizeConfig, n_sub
                        max_steps=max_steps, lr=lr, keep_weight=keep_weight, seed=seed, progress=progress,
                        max_len=v.corpus.enc_train.input_ids.shape[1])
     ppl_before = perplexity(injection.model, v.corpus.enc_valid)["ppl_nonpii"]
-    em_original = leakage(injection.model, v.corpus.enc_train, kinds=ASSOC)["em_assoc"]
+    em_original = leakage(injection.model, v.corpus.enc_train, kinds=ASSOC_ONLY)["em_assoc"]
     rows = []
     rankings = method_rankings(injection, components, cfg, ig_steps, seed, v.corpus.enc_train, progress)
     for method, ranking in rankings.items():
         found = ranking[: len(true_ids)]
         with masked(injection.model, found, components):
-            em_injected_after = leakage(injection.model, injection.enc_facts, kinds=ASSOC)["em_assoc"]
-            em_original_after = leakage(injection.model, v.corpus.enc_train, kinds=ASSOC)["em_assoc"]
+            em_injected_after = leakage(injection.model, injection.enc_facts, kinds=ASSOC_ONLY)["em_assoc"]
+            em_original_after = leakage(injection.model, v.corpus.enc_train, kinds=ASSOC_ONLY)["em_assoc"]
             ppl_after = perplexity(injection.model, v.corpus.enc_valid)["ppl_nonpii"]
         rows.append({
             "seed": seed, "method": method, "k": len(true_ids), "share": share,

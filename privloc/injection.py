@@ -22,7 +22,7 @@ from transformers import GPT2LMHeadModel
 
 from .data import DataError
 from .masking import COMPONENTS, NeuronMasker
-from .metrics import leakage
+from .metrics import ASSOC_ONLY, leakage
 from .mitigate import _drop_masker_hooks, unit_columns
 from .model import lm_loss, next_token_logits, trim
 from .synthetic import generate
@@ -155,7 +155,7 @@ def inject(model, tokenizer, enc_keep: Encoded | None, facts_records: list[dict]
         return F.cross_entropy(next_token_logits(edited, x, m, on), x[:, 1:][on])
 
     def em() -> float:
-        return float(leakage(edited, enc_facts, kinds=("assoc",))["em_assoc"])
+        return float(leakage(edited, enc_facts, kinds=ASSOC_ONLY)["em_assoc"])
 
     start = time.perf_counter()
     score = em()

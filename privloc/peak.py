@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     out, command = Path(argv[0]), argv[2:]
     code, tree_peak = run_sampling(command)
     if code == 0:  # a failed run leaves no record, so a stale number is never mistaken for a new one
-        peak = max(children_peak_mib(), tree_peak)
-        atomic_write_text(out, json.dumps({"peak_mib": round(peak, 1), "single_process_peak_mib":
-                                           round(children_peak_mib(), 1), "command": command}))
+        single = children_peak_mib()
+        atomic_write_text(out, json.dumps({"peak_mib": round(max(single, tree_peak), 1),
+                                           "single_process_peak_mib": round(single, 1), "command": command}))
     return code
 
 

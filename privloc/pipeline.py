@@ -23,7 +23,7 @@ from .config import Profile, get_profile
 from .data import CATEGORIES, DATASETS, check_source, load_split, read_jsonl, scrub, write_jsonl
 from .localize import Localization, localize
 from .masking import NeuronMasker
-from .metrics import leakage, perplexity
+from .metrics import ASSOC_ONLY, leakage, perplexity
 from .mitigate import masked
 from .model import build_model, load_model, pick_device, train_victim
 from .tokenizer import Encoded, encode_records, load_tokenizer, train_tokenizer
@@ -106,7 +106,7 @@ def assoc_categories(data: Corpus) -> list[str]:
     return [c for c in CATEGORIES if c in present]
 
 
-def memorisation_metrics(model, data: Corpus, batch_size: int = 32, kinds: Sequence[str] = ("assoc",)) -> dict:
+def memorisation_metrics(model, data: Corpus, batch_size: int = 32, kinds: Sequence[str] = ASSOC_ONLY) -> dict:
     """Leakage on the training split (what was memorised) and perplexity on validation (general LM).
 
     Only `assoc` occurrences are scored unless `kinds` says otherwise (see metrics.leakage).
@@ -183,23 +183,22 @@ def prepare_victims(sources: Sequence[str], profile: str | Profile = "default", 
     they run one after the other in this process. Afterwards `victim()` loads them from the cache.
     """
     profile = get_profile(profile)
+    # Each corpus is built here, once, rather than by two workers at the same time.
+    data = {source: corpus(source, profile) for source in dict.fromkeys([*sources, *scrubbed])}
     jobs = [(s, False) for s in sources] + [(s, True) for s in scrubbed]
-    todo = []
-    for source, is_scrubbed in jobs:
-        data = corpus(source, profile)  # built here once, not by two workers at the same time
-        if not artifacts.is_cached(*_victim_folder(data, profile, is_scrubbed)):
-            todo.append((source, is_scrubbed))
+    todo = [(s, is_scrubbed) for s, is_scrubbed in jobs
+            if not artifacts.is_cached(*_victim_folder(data[s], profile, is_scrubbed))]
     if not todo:
         return
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = profile.train.threads or torch.get_num_threads()
-    workers = workers or max(1, cores // threads)
-    if pick_device(profile.device).type != "cpu" or workers == 1 or len(todo) == 1:
+    workers = min(workers or max(1, cores // threads), len(todo))
+    if pick_device(profile.device).type != "cpu" or workers == 1:
         for source, is_scrubbed in todo:
             victim(source, profile, progress=progress, scrubbed=is_scrubbed)
         return
     # spawn, not fork: a forked child would inherit torch's thread pool in whatever state the parent left it.
-    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_train_in_worker, source, profile, is_scrubbed) for source, is_scrubbed in todo]
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"victims ({workers} at a time)",
                            disable=not progress, leave=False):
