@@ -58,8 +58,12 @@ class LocalizeConfig:
     # 8 documents per step took half the time of 16 for a similar mask (exact match left after switching it
     # off: enron 0.35 vs 0.41, echr 0.18 vs 0.12, one seed each).
     batch_size: int = 8
-    lr: float = 0.2
-    init_log_alpha: float = 3.0
+    # Gates start at log α = 1 (P(closed) ≈ 0.07, so the sampled masks explore from the first step) and move
+    # with lr 0.3. On the default victims (two seeds each) exact match left after switching the mask off:
+    # enron 0.45 → 0.25, echr 0.13 → 0.09, yelp_health 0.36 → 0.17 against log α = 3 with lr 0.2; lr 0.3 alone
+    # gave enron 0.37, log α = 1 alone 0.29, log α = 0 or 0.5 no better, 200 steps no better.
+    lr: float = 0.3
+    init_log_alpha: float = 1.0
     lambda_keep: float = 5.0
     lambda_0: float = 5.0  # weight of R, the expected share of closed gates
     penalty: str = "neuron"  # R weighs every neuron alike ("neuron") or every layer-component cell ("cell")
@@ -115,6 +119,12 @@ class StudyConfig:
     # With the victim's corpus as the keep term (LocalizeConfig.keep_batch off, keep_batch_size 4) the gates
     # need their steps: recall 0.04 after 120, 0.50 after 200 and 0.48 after 250 on one injection.
     injection_localize_steps: int = 200
+    # Gates here start fully open and move slower than in notebook 03: on three injections recall@|S| was
+    # 0.65 / 0.49 / 0.49 with log α = 3 and lr 0.2, and 0.51 / 0.21 / 0.41 with notebook 03's log α = 1 and
+    # lr 0.3 (log α = 1 with lr 0.2: 0.58 / 0.32 / 0.40). Planted units are a random 4% spread over every
+    # cell, and a mask that starts half-sampled settles early on the cells that suppress the facts fastest.
+    injection_localize_lr: float = 0.2
+    injection_localize_init_log_alpha: float = 3.0
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,31 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import tiny_model
 
 from privloc.baselines import pii_log_likelihood
 from privloc.config import LocalizeConfig
 from privloc.localize import localize, pii_loss
 from privloc.mitigate import masked
+from privloc.model import lm_loss
 
-BASE = LocalizeConfig(steps=60, batch_size=4, lr=0.2, lambda_keep=1.0, first_token=False)
+BASE = LocalizeConfig(steps=60, batch_size=4, lambda_keep=1.0, first_token=False)
+
+
+@pytest.fixture(scope="module")
+def memorising(enc):
+    """The tiny model after 50 Adam steps on the tiny corpus: its PII tokens are predicted, so there is
+    something to remove (the random tiny model gives them p ~ 0.02)."""
+    model = tiny_model()
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(50):
+        loss = lm_loss(model, enc.input_ids, enc.attention_mask)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
 
 
 def test_first_token_keeps_one_target_per_span(enc):
@@ -25,7 +43,8 @@ def test_first_token_keeps_one_target_per_span(enc):
 
 
 @pytest.mark.parametrize("cfg", [replace(BASE, target_share=0.05), replace(BASE, target_share=None, lambda_0=0.5)])
-def test_loop_closes_gates_that_lower_the_pii_likelihood(model, enc, cfg):
+def test_loop_closes_gates_that_lower_the_pii_likelihood(memorising, enc, cfg):
+    model = memorising
     before = {n: p.clone() for n, p in model.state_dict().items()}
     pii = enc.target_mask(cfg.kinds, first_token=cfg.first_token)
     loc = localize(model, enc, cfg, progress=False)
@@ -39,7 +58,7 @@ def test_loop_closes_gates_that_lower_the_pii_likelihood(model, enc, cfg):
     original = pii_log_likelihood(model, enc, pii)
     with masked(model, ids, loc.masker.components):
         after = pii_log_likelihood(model, enc, pii)
-    assert after < original
+    assert original > -3.0 and after < original - 2.0  # the memorised PII's summed log-likelihood falls
     # Only log α was trained: every weight is bit-identical, and nothing stays attached.
     assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())
     assert all(not (m._forward_hooks or m._forward_pre_hooks) for m in model.modules())
