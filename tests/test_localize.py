@@ -9,28 +9,21 @@ import torch
 from helpers import tiny_model
 
 from privloc.baselines import pii_log_likelihood
-from privloc.config import LocalizeConfig
+from privloc.config import LocalizeConfig, TrainConfig
 from privloc.localize import localize, pii_loss
 from privloc.mitigate import masked
-from privloc.model import lm_loss
+from privloc.model import train_victim
 
 BASE = LocalizeConfig(steps=60, batch_size=4, lambda_keep=1.0, first_token=False)
 
 
 @pytest.fixture(scope="module")
 def memorising(enc):
-    """The tiny model after 50 Adam steps on the tiny corpus: its PII tokens are predicted, so there is
+    """The tiny model after 100 training steps on the tiny corpus: its PII tokens are predicted, so there is
     something to remove (the random tiny model gives them p ~ 0.02)."""
     model = tiny_model()
-    torch.manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(50):
-        loss = lm_loss(model, enc.input_ids, enc.attention_mask)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    train_victim(model, enc, TrainConfig(steps=100, batch_size=4, lr=3e-2, warmup=5), progress=False)
+    return model
 
 
 def test_first_token_keeps_one_target_per_span(enc):
