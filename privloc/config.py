@@ -121,8 +121,7 @@ class StudyConfig:
     injection_localize_steps: int = 200
     # Gates here start fully open and move slower than in notebook 03: on three injections recall@|S| was
     # 0.65 / 0.49 / 0.49 with log α = 3 and lr 0.2, and 0.51 / 0.21 / 0.41 with notebook 03's log α = 1 and
-    # lr 0.3 (log α = 1 with lr 0.2: 0.58 / 0.32 / 0.40). Planted units are a random 4% spread over every
-    # cell, and a mask that starts half-sampled settles early on the cells that suppress the facts fastest.
+    # lr 0.3 (log α = 1 with lr 0.2: 0.58 / 0.32 / 0.40); why this task prefers the slower start is not known.
     injection_localize_lr: float = 0.2
     injection_localize_init_log_alpha: float = 3.0
 
