@@ -88,6 +88,32 @@ def mitigation_rows(v: Victim, masker, neuron_sets: dict[str, list[np.ndarray]],
     return table
 
 
+def effect_by_part(v: Victim, masker, neuron_sets: dict[str, np.ndarray], by: str = "layer",
+                   metric: str = "em_assoc") -> pd.DataFrame:
+    """`metric` of the victim with only one layer's (or one component's) part of each set switched off.
+
+    Rows: the parts (every layer or component of `masker`); columns: (set, "neurons") and (set, metric).
+    Shows where a set's effect comes from, e.g. whether a random control hurts through one layer only.
+    A part holding no neuron of a set keeps the original model's value.
+    """
+    if by not in ("layer", "component"):
+        raise ValueError(f"by must be 'layer' or 'component', not {by!r}")
+    table = masker.neuron_table()
+    names = [f"layer {i}" for i in range(masker.n_layer)] if by == "layer" else list(masker.components)
+    original = memorisation_metrics(v.model, v.corpus)[metric]
+    columns = {}
+    for label, ids in neuron_sets.items():
+        ids = np.asarray(ids, dtype=np.int64)
+        where = table[by][ids]
+        inside = [ids[where == i] for i in range(len(names))]
+        columns[(label, "neurons")] = [len(part) for part in inside]
+        columns[(label, metric)] = [deactivation_effect(v, part, masker.components)[metric] if len(part)
+                                    else original for part in inside]
+    frame = pd.DataFrame(columns, index=pd.Index(names, name=by))
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    return frame
+
+
 def sensitivity(v: Victim, masker, rankings: dict[str, np.ndarray], ks, progress: bool = True) -> pd.DataFrame:
     """Exact match and perplexity as the top-k of each ranking is switched off, for every k in `ks`."""
     rows = []

@@ -54,3 +54,35 @@ def test_penalty_weights_per_neuron_and_per_cell():
     assert torch.isclose(cell[0], 4 * cell[8])  # an attn.o unit costs as much as four mlp.in units
     with pytest.raises(ValueError, match="unknown penalty"):
         _penalty_weights(masker, "l2")
+
+
+def test_effect_by_part_switches_off_one_part_at_a_time(tmp_path, monkeypatch):
+    from privloc import pipeline
+    from privloc.compare import effect_by_part
+
+    monkeypatch.setenv("PRIVLOC_CACHE", str(tmp_path))
+    v = pipeline.victim("echr", "smoke", progress=False)
+    masker = NeuronMasker(v.model)
+    layer0_mlp = [masker.neuron_id(0, "mlp.in", u) for u in range(5)]
+    later = [masker.neuron_id(masker.n_layer - 1, "attn.o", u) for u in range(3)]
+    sets = {"a": np.array(layer0_mlp + later), "b": np.array(later)}
+    # The smoke victim memorises nothing (exact match 0), so the test follows perplexity, which every unit moves.
+    metric = "ppl_nonpii"
+    effect = {name: pipeline.deactivation_effect(v, ids, masker.components)[metric]
+              for name, ids in {"layer0": layer0_mlp, "later": later}.items()}
+    original = pipeline.memorisation_metrics(v.model, v.corpus)[metric]
+    assert effect["layer0"] != original and effect["later"] != original
+
+    by_layer = effect_by_part(v, masker, sets, by="layer", metric=metric)
+    assert list(by_layer.index) == [f"layer {i}" for i in range(masker.n_layer)]
+    assert by_layer[("a", "neurons")].tolist() == [5] + [0] * (masker.n_layer - 2) + [3]
+    assert by_layer[("a", metric)].tolist() == [effect["layer0"]] + [original] * (masker.n_layer - 2) + [effect["later"]]
+    assert by_layer[("b", metric)].tolist() == [original] * (masker.n_layer - 1) + [effect["later"]]
+
+    by_component = effect_by_part(v, masker, sets, by="component", metric=metric)
+    assert list(by_component.index) == list(masker.components)
+    assert by_component.loc["mlp.in", ("a", metric)] == effect["layer0"]
+    assert by_component.loc["attn.o", ("a", "neurons")] == 3 and by_component.loc["attn.o", ("b", metric)] == effect["later"]
+    assert by_component.loc["attn.q", ("a", metric)] == original
+    with pytest.raises(ValueError, match="layer"):
+        effect_by_part(v, masker, sets, by="head")
