@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -100,7 +102,8 @@ def effect_by_part(v: Victim, masker, neuron_sets: dict[str, np.ndarray], by: st
         raise ValueError(f"by must be 'layer' or 'component', not {by!r}")
     table = masker.neuron_table()
     names = [f"layer {i}" for i in range(masker.n_layer)] if by == "layer" else list(masker.components)
-    original = memorisation_metrics(v.model, v.corpus)[metric]
+    # Only needed where a set leaves a part empty: one pass over the corpus saved otherwise.
+    original = functools.cache(lambda: memorisation_metrics(v.model, v.corpus)[metric])
     columns = {}
     for label, ids in neuron_sets.items():
         ids = np.asarray(ids, dtype=np.int64)
@@ -108,7 +111,7 @@ def effect_by_part(v: Victim, masker, neuron_sets: dict[str, np.ndarray], by: st
         inside = [ids[where == i] for i in range(len(names))]
         columns[(label, "neurons")] = [len(part) for part in inside]
         columns[(label, metric)] = [deactivation_effect(v, part, masker.components)[metric] if len(part)
-                                    else original for part in inside]
+                                    else original() for part in inside]
     frame = pd.DataFrame(columns, index=pd.Index(names, name=by))
     frame.columns = pd.MultiIndex.from_tuples(frame.columns)
     return frame
