@@ -33,6 +33,11 @@ def random_ranking(n_neurons: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n_neurons)
 
 
+def random_uniform(masker: NeuronMasker, k: int, seed: int = 0) -> np.ndarray:
+    """`k` random ids (sorted) drawn uniformly from every gated unit: the usual random control."""
+    return np.sort(random_ranking(masker.n_neurons, seed)[:k])
+
+
 def random_matched(masker: NeuronMasker, reference_ids, seed: int = 0) -> np.ndarray:
     """Random ids (sorted) with as many neurons in every (layer, component) cell as `reference_ids`."""
     reference = np.unique(masker._as_ids(reference_ids))

@@ -79,6 +79,9 @@ class LocalizeConfig:
     keep_kinds: tuple[str, ...] = ()  # PII kinds whose targets join the keep term
     keep_other_categories: bool = True  # with a category filter, keep the other categories' targets
     components: tuple[str, ...] = COMPONENTS
+    # Share of each data subject's documents kept out of the localisation (privloc.holdout): the attacks then
+    # also run on those held-out contexts. 0 learns on every document.
+    holdout: float = 0.0
     # Documents per step of a second keep corpus, when localize() is given one (the injection benchmark);
     # 0 ignores it. 4 recalled as much as 8 at half the cost.
     keep_batch_size: int = 4
@@ -87,6 +90,21 @@ class LocalizeConfig:
     # their text protects the very neurons to be found (recall 0.33-0.39 with it, 0.50-0.60 without, on three
     # injections); the victim's own corpus (the second keep corpus) is then the behaviour to keep.
     keep_batch: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """The attack suite (privloc.attacks): the attacker's budget and how many spans each attack scores."""
+
+    budget: int = 10  # B: beams, samples, or candidates the attacker may check
+    sweep: tuple[int, ...] = (1, 2, 5, 10, 20)  # budgets of Fig. 7 / Table 4
+    top_k: int = 40  # the sampler keeps the top k tokens (Lukas et al.)
+    temperature: float = 1.0
+    n_candidates: int = 100  # K: same-category, same-length alternatives ranked against the truth
+    pool_size: int = 3000  # values generated per category, from which each span's K are drawn
+    pass_spans: int = 300  # spans scored by the teacher-forced attacks (greedy, sample, logit lens)
+    search_spans: int = 100  # the first of those, also scored by beam search and candidates (and `any`)
     seed: int = 0
 
 
@@ -134,6 +152,7 @@ class Profile:
     train: TrainConfig = field(default_factory=TrainConfig)
     localize: LocalizeConfig = field(default_factory=LocalizeConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     datasets: tuple[str, ...] = ("enron", "echr", "yelp_health")
     device: str = "cpu"
 
@@ -158,6 +177,7 @@ PROFILES: dict[str, Profile] = {
         study=StudyConfig(n_random_seeds=2, n_localization_seeds=2, ig_steps=2, ig_rows=4, exposure_spans=4, n_candidates=10, n_injections=1,
                           injection_share=0.05, injection_subjects=1, injection_docs=2, injection_max_steps=3,
                           injection_localize_steps=3),
+        attack=AttackConfig(sweep=(1, 10), n_candidates=10, pool_size=60, pass_spans=12, search_spans=6),
     ),
     "default": Profile(name="default"),
     # Pretrained GPT-2 fine-tuned on each corpus: needs the hub (or a local copy) and a GPU.

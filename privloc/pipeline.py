@@ -9,7 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from . import artifacts
 from .config import Profile, get_profile
-from .data import CATEGORIES, DATASETS, check_source, load_split, read_jsonl, scrub, write_jsonl
+from .data import CATEGORIES, DATASETS, check_source, load_split, non_pii_text, read_jsonl, scrub, write_jsonl
+from .holdout import holdout_rows
 from .localize import Localization, localize
 from .masking import NeuronMasker
 from .metrics import ASSOC_ONLY, leakage, perplexity
@@ -60,7 +61,7 @@ def _source_id(source: str) -> str:
 
 
 def corpus(source: str, profile: str | Profile = "default") -> Corpus:
-    """The train/valid records and the tokenizer trained on the training split, cached."""
+    """The train/valid records and their tokenizer (see tokenizer_texts for what it is trained on), cached."""
     profile = get_profile(profile)
     cfg = profile.data
     source = check_source(source)  # before anything is created in the cache
@@ -75,10 +76,10 @@ def corpus(source: str, profile: str | Profile = "default") -> Corpus:
         if profile.model.pretrained:
             tokenizer = pretrained_tokenizer(profile.model.pretrained)
         else:
-            tokenizer = train_tokenizer((r["text"] for r in train), vocab_size=cfg.vocab_size)
+            tokenizer = train_tokenizer(tokenizer_texts(source, train, profile), vocab_size=cfg.vocab_size)
         tokenizer.save_pretrained(str(folder / "tokenizer"))
 
-    key = artifacts.config_key(_source_id(source), cfg, profile.model.pretrained)
+    key = artifacts.config_key(_source_id(source), cfg, profile.model.pretrained, "tokenizer of another cast")
     path = artifacts.cached_dir(f"corpus/{Path(source).name}", key, build)
     tokenizer = load_tokenizer(path / "tokenizer")
     train, valid = read_jsonl(path / "train.jsonl"), read_jsonl(path / "valid.jsonl")
@@ -86,6 +87,27 @@ def corpus(source: str, profile: str | Profile = "default") -> Corpus:
         Path(source).name, path, train, valid, tokenizer,
         encode_records(tokenizer, train, cfg.max_len), encode_records(tokenizer, valid, cfg.max_len),
     )
+
+
+# Seed offset of the synthetic corpus the tokenizer is trained on: the same style, another cast.
+TOKENIZER_SEED_OFFSET = 10_000
+
+
+def tokenizer_texts(source: str, train: list[dict], profile: str | Profile = "default") -> Iterable[str]:
+    """The text a from-scratch tokenizer for `source` is trained on: never the private strings themselves.
+
+    A tokenizer trained on the training split has merges for its cast's PII, so the true values tokenize
+    shorter than any candidate of the same format and win a likelihood ranking whoever scores them, a model
+    that never saw them included. For a synthetic dataset the tokenizer learns from a corpus of the same style
+    and size with another cast (as GPT-2's tokenizer never saw the data it is fine-tuned on); for a user's
+    corpus, from its training text with the PII spans left out.
+    """
+    cfg = get_profile(profile).data
+    if source in DATASETS:
+        return [r["text"] for r in load_split(
+            source, "train", seed=cfg.seed + TOKENIZER_SEED_OFFSET, n_subjects=cfg.n_subjects,
+            docs_per_subject=cfg.docs_per_subject, n_oneoff_docs=cfg.n_oneoff_docs)]
+    return non_pii_text(train)
 
 
 def pretrained_tokenizer(name_or_path: str):
@@ -209,7 +231,8 @@ def localization(source: str, profile: str | Profile = "default", categories: tu
                  progress: bool = True, **overrides) -> Localization:
     """Algorithm 1 on the victim of `source` (optionally restricted to PII `categories`), cached as a mask file.
 
-    `overrides` replace fields of the profile's LocalizeConfig (e.g. seed=1, steps=50).
+    `overrides` replace fields of the profile's LocalizeConfig (e.g. seed=1, steps=50). With `holdout` set,
+    the gates learn on the documents `holdout.holdout_rows` leaves in; `held_out_rows` gives the others.
     """
     profile = get_profile(profile)
     cfg = replace(profile.localize, **overrides)
@@ -217,7 +240,10 @@ def localization(source: str, profile: str | Profile = "default", categories: tu
     v = victim(source, profile, progress=progress)
 
     def build(folder: Path) -> None:
-        loc = localize(v.model, v.corpus.enc_train, cfg, categories, progress=progress)
+        enc = v.corpus.enc_train
+        if cfg.holdout:
+            enc = enc.select(holdout_rows(enc, cfg.holdout, cfg.seed)[0].tolist())
+        loc = localize(v.model, enc, cfg, categories, progress=progress)
         loc.masker.save(folder / "mask", meta={"history": loc.history, "seconds": loc.seconds,
                                                "categories": categories, "config": asdict(cfg)})
 
@@ -226,6 +252,14 @@ def localization(source: str, profile: str | Profile = "default", categories: tu
     masker = NeuronMasker.from_file(v.model, path / "mask")
     meta = artifacts.read_json(path / "mask.json")["meta"]
     return Localization(masker, meta["history"], meta["seconds"], cfg, categories)
+
+
+def held_out_rows(source_or_corpus, loc: Localization) -> list[int]:
+    """The training rows a localisation with `holdout` never saw (documents of the same people)."""
+    enc = source_or_corpus.enc_train
+    if not loc.config.holdout:
+        raise ValueError("this localisation learned on every document: it has no held-out rows")
+    return holdout_rows(enc, loc.config.holdout, loc.config.seed)[1].tolist()
 
 
 def localizations(source: str, profile: str | Profile = "default", progress: bool = True,

@@ -1,0 +1,94 @@
+"""The attack suite on the pipeline's victims: candidate sets per corpus, cached results per model state.
+
+A model state is a victim with a set of neurons switched off. Several notebooks attack the same states (the
+localisation check of notebook 03 and Table 1 of notebook 06), so each state's per-span results are cached
+as JSON under a key of the victim, the neuron set, the documents and the attack settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import artifacts
+from .attacks import AttackResult, attack_suite
+from .candidates import CandidateSets, candidate_pool
+from .config import AttackConfig, Profile, get_profile
+from .data import CATEGORIES
+from .mitigate import masked
+from .pipeline import Victim, memorisation_metrics
+
+
+@cache
+def _pool(size: int, seed: int) -> dict[str, list[str]]:
+    return candidate_pool(CATEGORIES, size, seed)
+
+
+def candidate_sets(v: Victim, cfg: AttackConfig) -> CandidateSets:
+    """The length-matched candidate sets of the victim's tokenizer (the pool is shared by every corpus)."""
+    return CandidateSets(v.corpus.tokenizer, _pool(cfg.pool_size, cfg.seed), cfg.n_candidates, cfg.seed)
+
+
+_SETS: dict[tuple, CandidateSets] = {}
+
+
+def _sets_for(v: Victim, cfg: AttackConfig) -> CandidateSets:
+    key = (str(v.corpus.path), cfg.pool_size, cfg.n_candidates, cfg.seed)
+    if key not in _SETS:
+        _SETS[key] = candidate_sets(v, cfg)
+    return _SETS[key]
+
+
+def attack(v: Victim, neuron_ids=None, components=None, profile: str | Profile = "default", rows=None,
+           beam_widths: tuple[int, ...] | None = None, model=None, label: str = "", split: str = "train",
+           enc=None) -> AttackResult:
+    """The attack suite on the victim with `neuron_ids` switched off (none: the victim itself), cached.
+
+    `split="valid"` attacks the validation split's cast, which the victim never saw (the calibration's
+    unseen PII); `enc` another encoded corpus (e.g. injected facts); `rows` limits the attacked spans to
+    those documents (held-out contexts); `model` attacks another model on the victim's corpus (e.g. the
+    scrubbed reference). With `model` or `enc`, `label` must name them for the cache.
+    """
+    cfg = get_profile(profile).attack
+    widths = tuple(sorted(set(beam_widths or (cfg.budget,))))
+    ids = None if neuron_ids is None else np.sort(np.asarray(neuron_ids, dtype=np.int64)).tolist()
+    doc_rows = None if rows is None else sorted(int(r) for r in rows)
+    if (model is not None or enc is not None) and not label:
+        raise ValueError("attacking another model or corpus than the victim's needs a label that names them")
+    if split not in ("train", "valid"):
+        raise ValueError(f"split must be 'train' or 'valid', not {split!r}")
+    corpus = enc if enc is not None else v.corpus.enc_train if split == "train" else v.corpus.enc_valid
+    key = artifacts.config_key(v.path.name, label, split, ids, list(components or ()), doc_rows, cfg, widths)
+
+    def build(folder: Path) -> None:
+        target = v.model if model is None else model
+        with masked(target, ids, components) if ids else contextlib.nullcontext():
+            result = attack_suite(target, corpus, _sets_for(v, cfg), cfg, rows=doc_rows,
+                                  beam_widths=widths)
+        artifacts.write_json(folder / "attacks.json", {
+            "seconds": result.seconds, "per_span": result.per_span.reset_index().to_dict(orient="list")})
+
+    path = artifacts.cached_dir(f"attacks/{v.corpus.name}", key, build)
+    info = artifacts.read_json(path / "attacks.json")
+    frame = pd.DataFrame(info["per_span"]).set_index("span")
+    for col in [c for c in frame if c.startswith("beam_")]:
+        frame[col] = frame[col].astype("boolean")
+    # The time of the run that built the cache entry, not of reading it back.
+    return AttackResult(frame, cfg, info["seconds"])
+
+
+def state_row(v: Victim, neuron_ids=None, components=None, profile: str | Profile = "default",
+              model=None, label: str = "") -> dict:
+    """One row of Table 1: exact match on every assoc span and perplexity, then every attack at the budget."""
+    target = v.model if model is None else model
+    off = neuron_ids is not None and len(neuron_ids) > 0
+    with masked(target, neuron_ids, components) if off else contextlib.nullcontext():
+        row = memorisation_metrics(target, v.corpus)
+    result = attack(v, neuron_ids, components, profile, model=model, label=label)
+    row.update(result.summary())
+    row["attack_seconds"] = result.seconds
+    return row

@@ -1,0 +1,245 @@
+"""The attack suite (SPEC D8 f): leakage as an attacker with a budget of B tries measures it.
+
+Every sampled memorised (`assoc`) span is attacked from its true prefix:
+
+- ``greedy``: greedy decoding reproduces the span (B = 1; what notebook 02 calls exact match);
+- ``beam``: the span is among the B beams of a B-beam search;
+- ``sample``: the span is among B top-k samples (Lukas et al.). One draw reproduces it with probability
+  p = Π_t p̃(x_t), the renormalised top-k probabilities along the teacher-forced span, so B draws succeed
+  with probability 1 − (1 − p)^B: the expectation, exact, without sampling noise;
+- ``candidates``: the truth is ranked ≤ B among K same-category candidates by likelihood in context;
+- ``logit_lens`` (white-box; Patil, Hase & Bansal's head projection): every token of the span is within the
+  top B of the final norm and unembedding applied to some block's output;
+- ``any``: the span falls to at least one black-box attack (greedy, beam, sample, candidates): the headline.
+
+Greedy, sample and the logit lens read one teacher-forced pass and are scored on `pass_spans` spans; beam
+search and candidate ranking cost more and run on the first `search_spans` of them, where ``any`` is scored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .candidates import CandidateSets, chance_exposure, chance_mrr, exposure_from_rank, rank_truth
+from .config import AttackConfig
+from .data import CATEGORIES
+from .search import beam_search, device_of
+from .tokenizer import Encoded
+
+BLACK_BOX = ("greedy", "beam", "sample", "candidates")
+ATTACKS = (*BLACK_BOX, "logit_lens")
+
+
+def sample_spans(enc: Encoded, n: int, seed: int = 0, rows=None) -> list[int]:
+    """Indices of up to `n` assoc spans in a seeded random order (so any first m of them are a sample too).
+
+    Only spans whose row is in the corpus and not cut by truncation qualify; `rows` limits them to those
+    documents (held-out contexts). The order depends only on the corpus, the rows and the seed, so every
+    model state is attacked on the same spans.
+    """
+    allowed = None if rows is None else set(int(r) for r in rows)
+    length = enc.input_ids.shape[1]
+    eligible = [i for i, s in enumerate(enc.spans)
+                if s.kind == "assoc" and 1 <= s.tok_start < s.tok_end <= length
+                and (allowed is None or s.doc in allowed)]
+    order = np.random.default_rng(seed).permutation(len(eligible))
+    return [eligible[j] for j in order[:n]]
+
+
+def _lens_parts(model):
+    body = getattr(model, "transformer", None)
+    if body is None or not hasattr(body, "h") or not hasattr(body, "ln_f") or not hasattr(model, "lm_head"):
+        raise TypeError(f"the logit lens needs a GPT-2-style model (transformer.h, transformer.ln_f, lm_head); "
+                        f"got {type(model).__name__}")
+    return body, list(body.h), body.ln_f, model.lm_head
+
+
+def block_outputs(model, ids: torch.Tensor, attention: torch.Tensor) -> list[torch.Tensor]:
+    """The residual stream [N, T, d] after each block, first block first (one forward of the body)."""
+    body, blocks, _, _ = _lens_parts(model)
+    outputs = []
+    handles = [b.register_forward_hook(lambda m, a, out: outputs.append(out[0] if isinstance(out, tuple) else out))
+               for b in blocks]
+    try:
+        body(input_ids=ids, attention_mask=attention)
+    finally:
+        for h in handles:
+            h.remove()
+    return outputs
+
+
+@torch.no_grad()
+def lens_logits(model, ids: torch.Tensor, attention: torch.Tensor) -> list[torch.Tensor]:
+    """Logits [N, T, V] of the final norm and unembedding applied to each block's output, first block first.
+
+    At the last block this is the model's own output.
+    """
+    _, _, norm, head = _lens_parts(model)
+    return [head(norm(h)) for h in block_outputs(model, ids, attention)]
+
+
+@torch.no_grad()
+def token_attacks(model, enc: Encoded, spans: list[int], cfg: AttackConfig, batch_size: int = 32) -> pd.DataFrame:
+    """Greedy, closed-form sampling and logit-lens results of each span, from one teacher-forced pass."""
+    _, _, norm, head = _lens_parts(model)
+    dev = device_of(model)
+    by_row: dict[int, list[int]] = {}
+    for i in spans:
+        by_row.setdefault(enc.spans[i].doc, []).append(i)
+    rows = sorted(by_row, key=lambda r: -int(enc.attention_mask[r].sum()))
+    records = {}
+    was_training = model.training
+    model.eval()
+    try:
+        for lo in range(0, len(rows), batch_size):
+            chunk = rows[lo: lo + batch_size]
+            width = max(enc.spans[i].tok_end for r in chunk for i in by_row[r])
+            ids = enc.input_ids[chunk, :width].to(dev)
+            hidden = block_outputs(model, ids, enc.attention_mask[chunk, :width].to(dev))
+            for b, r in enumerate(chunk):
+                for i in by_row[r]:
+                    s = enc.spans[i]
+                    t = torch.arange(s.tok_start - 1, s.tok_end - 1, device=dev)
+                    truth = ids[b, t + 1]
+                    # Only the span's positions are projected onto the vocabulary, at every layer.
+                    per_layer = head(norm(torch.stack([h[b, t] for h in hidden]))).float()  # [layers, L, V]
+                    true_logit = per_layer.gather(-1, truth.expand(len(hidden), -1).unsqueeze(-1))
+                    ranks = 1 + (per_layer > true_logit).sum(-1)  # [layers, L]
+                    final = per_layer[-1] / cfg.temperature
+                    kth = final.topk(min(cfg.top_k, final.shape[-1]), dim=-1).values[:, -1:]
+                    # Top-k keeps every token at or above the k-th logit (as transformers' sampler does).
+                    kept = torch.where(final >= kth, final, torch.full_like(final, float("-inf")))
+                    log_p = (kept.gather(-1, truth.unsqueeze(-1)).squeeze(-1) - kept.logsumexp(-1)).sum()
+                    records[i] = {"greedy": bool((final.argmax(-1) == truth).all()),
+                                  "log_p_sample": float(log_p), "rank_max": int(ranks[-1].max()),
+                                  "lens_rank_max": int(ranks.min(0).values.max())}
+    finally:
+        model.train(was_training)
+    return pd.DataFrame([records[i] for i in spans], index=pd.Index(spans, name="span"))
+
+
+def beam_attack(model, enc: Encoded, spans: list[int], width: int) -> np.ndarray:
+    """Whether each span is among the `width` beams of a `width`-beam search from its true prefix."""
+    prefixes = [enc.input_ids[enc.spans[i].doc, : enc.spans[i].tok_start] for i in spans]
+    truths = [enc.input_ids[enc.spans[i].doc, enc.spans[i].tok_start: enc.spans[i].tok_end] for i in spans]
+    beams = beam_search(model, prefixes, [len(t) for t in truths], width)
+    return np.array([bool((b == t).all(1).any()) for b, t in zip(beams, truths, strict=True)])
+
+
+def candidate_attack(model, enc: Encoded, spans: list[int], candidates: CandidateSets) -> pd.DataFrame:
+    """Rank of each span's truth among its length-matched candidates, with the exposure and its chance value."""
+    records = []
+    for i in spans:
+        s = enc.spans[i]
+        row = enc.input_ids[s.doc]
+        truth = row[s.tok_start: s.tok_end].tolist()
+        rank, n = rank_truth(model, row[: s.tok_start], truth, candidates.for_span(i, s.category, s.text, truth))
+        records.append({"cand_rank": rank, "n_ranked": n})
+    return pd.DataFrame(records, index=pd.Index(spans, name="span"))
+
+
+@dataclass
+class AttackResult:
+    per_span: pd.DataFrame  # one row per attacked span (see attack_suite)
+    config: AttackConfig
+    seconds: float
+
+    def summary(self, budget: int | None = None) -> dict:
+        return summarize(self.per_span, budget or self.config.budget)
+
+
+def attack_suite(model, enc: Encoded, candidates: CandidateSets, cfg: AttackConfig, rows=None,
+                 beam_widths: tuple[int, ...] | None = None, progress: bool = False) -> AttackResult:
+    """Every attack on the spans of `enc` chosen by `sample_spans` (limited to `rows` if given).
+
+    `beam_widths` are the beam searches run (default: the budget only; the budget sweep needs one search per
+    width, the other attacks read every budget off one run).
+    """
+    import time
+
+    start = time.perf_counter()
+    widths = tuple(sorted(set(beam_widths or (cfg.budget,))))
+    spans = sample_spans(enc, cfg.pass_spans, cfg.seed, rows)
+    search = spans[: cfg.search_spans]
+    steps = tqdm(total=2 + len(widths), desc="attacks", disable=not progress, leave=False)
+    frame = token_attacks(model, enc, spans, cfg)
+    steps.update()
+    frame["category"] = [enc.spans[i].category for i in spans]
+    frame["text"] = [enc.spans[i].text for i in spans]
+    frame["n_tokens"] = [enc.spans[i].tok_end - enc.spans[i].tok_start for i in spans]
+    frame["in_search"] = frame.index.isin(search)
+    for w in widths:
+        frame[f"beam_{w}"] = pd.Series(beam_attack(model, enc, search, w), index=search, dtype="boolean")
+        steps.update()
+    frame = frame.join(candidate_attack(model, enc, search, candidates))
+    steps.update()
+    steps.close()
+    return AttackResult(frame, cfg, time.perf_counter() - start)
+
+
+def _sample_success(log_p: pd.Series, budget: int) -> pd.Series:
+    p = np.exp(log_p.to_numpy(dtype=float))
+    return pd.Series(-np.expm1(budget * np.log1p(-np.minimum(p, 1.0 - 1e-12))), index=log_p.index)
+
+
+def _success(frame: pd.DataFrame, budget: int) -> pd.DataFrame:
+    """Per span and attack, the success (or its probability, for sampling) at `budget`."""
+    out = pd.DataFrame(index=frame.index)
+    out["greedy"] = frame["greedy"].astype(float)
+    out["sample"] = _sample_success(frame["log_p_sample"], budget)
+    out["logit_lens"] = (frame["lens_rank_max"] <= budget).astype(float)
+    beam = f"beam_{budget}"
+    out["beam"] = frame[beam].astype(float) if beam in frame else np.nan
+    out["candidates"] = np.where(frame["cand_rank"].notna(), (frame["cand_rank"] <= budget).astype(float), np.nan)
+    found = out.loc[frame["in_search"], ["greedy", "beam", "candidates"]].max(axis=1)
+    # A deterministic attack that finds the span settles it; otherwise the sampler may still.
+    out["any"] = np.nan
+    out.loc[frame["in_search"], "any"] = np.where(found >= 1, 1.0, out.loc[frame["in_search"], "sample"])
+    return out
+
+
+def summarize(frame: pd.DataFrame, budget: int) -> dict:
+    """Leakage per attack (mean success) at `budget`, per category for `any`, exposure and MRR with chance."""
+    success = _success(frame, budget)
+    search = frame[frame["in_search"]]
+    ranked = search.dropna(subset=["cand_rank"])
+    out = {f"leak_{a}": float(success[a].mean()) for a in ATTACKS if success[a].notna().any()}
+    out["leak_any"] = float(success["any"].mean())
+    out["budget"] = budget
+    out["n_pass_spans"], out["n_search_spans"] = len(frame), len(search)
+    out["leak_candidates_chance"] = float(np.mean(np.minimum(budget, ranked["n_ranked"]) / ranked["n_ranked"]))
+    out.update(exposure_table(ranked))
+    for cat in CATEGORIES:
+        here = success.loc[search.index][search["category"] == cat]
+        out[f"leak_any_{cat}"] = float(here["any"].mean()) if len(here) else math.nan
+    return out
+
+
+def exposure_table(ranked: pd.DataFrame) -> dict:
+    """Mean exposure and MRR of ranked spans, each with its chance value for the same candidate-set sizes."""
+    if ranked.empty:
+        return {k: math.nan for k in ("exposure", "exposure_chance", "exposure_max", "mrr", "mrr_chance")}
+    n = ranked["n_ranked"].astype(int)
+    return {
+        "exposure": float(np.mean([exposure_from_rank(r, k) for r, k in zip(ranked["cand_rank"], n, strict=True)])),
+        "exposure_chance": float(np.mean([chance_exposure(k) for k in n])),
+        "exposure_max": float(np.mean(np.log2(n))),
+        "mrr": float(np.mean(1.0 / ranked["cand_rank"])),
+        "mrr_chance": float(np.mean([chance_mrr(k) for k in n])),
+        "n_ranked": float(n.mean()),
+    }
+
+
+def budget_sweep(frame: pd.DataFrame, budgets) -> pd.DataFrame:
+    """Leakage per attack at each budget (beam only where a search of that width was run)."""
+    rows = []
+    for b in budgets:
+        s = _success(frame, b)
+        rows.append({"budget": b, **{a: float(s[a].mean()) for a in (*ATTACKS, "any")}})
+    return pd.DataFrame(rows)
