@@ -8,6 +8,7 @@ as JSON under a key of the victim, the neuron set, the documents and the attack 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import artifacts
-from .attacks import AttackResult, attack_suite
+from .attacks import AttackResult, attack_suite, exposure_table
 from .candidates import CandidateSets, candidate_pool
 from .config import AttackConfig, Profile, get_profile
 from .data import CATEGORIES
@@ -48,13 +49,14 @@ def attack(v: Victim, neuron_ids=None, components=None, profile: str | Profile =
            enc=None) -> AttackResult:
     """The attack suite on the victim with `neuron_ids` switched off (none: the victim itself), cached.
 
+    `beam_widths` are the beam searches run: the budget's by default, none with `()`.
     `split="valid"` attacks the validation split's cast, which the victim never saw (the calibration's
     unseen PII); `enc` another encoded corpus (e.g. injected facts); `rows` limits the attacked spans to
     those documents (held-out contexts); `model` attacks another model on the victim's corpus (e.g. the
     scrubbed reference). With `model` or `enc`, `label` must name them for the cache.
     """
     cfg = get_profile(profile).attack
-    widths = tuple(sorted(set(beam_widths or (cfg.budget,))))
+    widths = (cfg.budget,) if beam_widths is None else tuple(sorted(set(beam_widths)))
     ids = None if neuron_ids is None else np.sort(np.asarray(neuron_ids, dtype=np.int64)).tolist()
     doc_rows = None if rows is None else sorted(int(r) for r in rows)
     if (model is not None or enc is not None) and not label:
@@ -92,3 +94,39 @@ def state_row(v: Victim, neuron_ids=None, components=None, profile: str | Profil
     row.update(result.summary())
     row["attack_seconds"] = result.seconds
     return row
+
+
+CALIBRATION_CASES = {
+    "memorised": "original victim, training cast (what it memorised)",
+    "unseen": "original victim, validation cast (PII it never saw)",
+    "scrubbed": "scrubbed victim, training cast (a model that never saw any PII)",
+}
+
+
+def calibration(v: Victim, profile: str | Profile = "default", scrubbed: Victim | None = None,
+                tolerance: float = 0.5) -> pd.DataFrame:
+    """Table 5: exposure and MRR of memorised PII, of unseen PII and of the scrubbed victim, beside chance.
+
+    Only the candidate attack matters here, so no beam search runs, and every span of the pass sample is
+    ranked (more spans per category than the suite's `search_spans`). `at_chance` says whether exposure is
+    within `tolerance` bits of its chance value.
+    """
+    profile = get_profile(profile)
+    wide = replace(profile, attack=replace(profile.attack, search_spans=profile.attack.pass_spans))
+    results = {"memorised": attack(v, profile=wide, beam_widths=()),
+               "unseen": attack(v, profile=wide, beam_widths=(), split="valid")}
+    if scrubbed is not None:
+        results["scrubbed"] = attack(v, profile=wide, beam_widths=(), model=scrubbed.model, label="scrubbed")
+    rows = []
+    for case, result in results.items():
+        ranked = result.per_span.dropna(subset=["cand_rank"])
+        for category in ["all", *[c for c in CATEGORIES if (ranked["category"] == c).any()]]:
+            part = ranked if category == "all" else ranked[ranked["category"] == category]
+            stats = exposure_table(part)
+            rows.append({"case": case, "description": CALIBRATION_CASES[case], "category": category,
+                         "n_spans": len(part), **stats,
+                         "gap_bits": stats["exposure"] - stats["exposure_chance"]})
+    table = pd.DataFrame(rows)
+    table["at_chance"] = np.where(table["case"] == "memorised", "—",
+                                  np.where(table["gap_bits"].abs() <= tolerance, "yes", "no"))
+    return table

@@ -19,6 +19,7 @@ search and candidate ranking cost more and run on the first `search_spans` of th
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,13 +159,12 @@ def attack_suite(model, enc: Encoded, candidates: CandidateSets, cfg: AttackConf
                  beam_widths: tuple[int, ...] | None = None, progress: bool = False) -> AttackResult:
     """Every attack on the spans of `enc` chosen by `sample_spans` (limited to `rows` if given).
 
-    `beam_widths` are the beam searches run (default: the budget only; the budget sweep needs one search per
-    width, the other attacks read every budget off one run).
+    `beam_widths` are the beam searches run (default: the budget only; `()`: none). The budget sweep needs one
+    search per width; the other attacks read every budget off one run.
     """
-    import time
 
     start = time.perf_counter()
-    widths = tuple(sorted(set(beam_widths or (cfg.budget,))))
+    widths = (cfg.budget,) if beam_widths is None else tuple(sorted(set(beam_widths)))
     spans = sample_spans(enc, cfg.pass_spans, cfg.seed, rows)
     search = spans[: cfg.search_spans]
     steps = tqdm(total=2 + len(widths), desc="attacks", disable=not progress, leave=False)

@@ -9,13 +9,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import baselines
-from .data import CATEGORIES
-from .metrics import candidate_ranks, exposure_summary
-from .mitigate import masked
+from .assess import state_row
 from .pipeline import Victim, deactivation_effect, memorisation_metrics
-from .synthetic import sample_values
 
 RANKED_BASELINES = ("activation", "integrated_gradients")
+# Metrics whose spread over neuron sets (seeds) Table 1 reports as `<metric>_std`.
+SPREAD = ("em_assoc", "ppl_nonpii", "leak_any", "leak_beam", "leak_sample", "leak_candidates", "leak_logit_lens")
 
 
 def matched_top_k(ranking: np.ndarray, masker, reference_ids) -> np.ndarray:
@@ -57,37 +56,53 @@ def baseline_rankings(v: Victim, masker, kinds=("assoc",), ig_steps: int = 16, i
     }
 
 
-def candidate_sets(n: int = 200, seed: int = 0) -> dict[str, list[str]]:
-    """Same-format alternatives per category for exposure; generated, so never in any training cast."""
-    return {c: sample_values(c, n, seed=seed + 1) for c in CATEGORIES}
+def mitigation_rows(v: Victim, neuron_sets: dict[str, list[np.ndarray]], components, profile="default",
+                    progress: bool = True) -> pd.DataFrame:
+    """One row per method: its neuron set(s) switched off, every metric and attack (mean and std over sets).
 
-
-def leakage_row(v: Victim, candidates: dict, max_spans: int = 32) -> dict:
-    """Exact match, perplexity, exposure and MRR of the victim as it currently is (hooks included)."""
-    row = memorisation_metrics(v.model, v.corpus)
-    ranks = candidate_ranks(v.model, v.corpus.enc_train, candidates, v.corpus.tokenizer, max_spans=max_spans)
-    row.update({k: val for k, val in exposure_summary(ranks).items() if k in ("exposure", "mrr")})
-    return row
-
-
-def mitigation_rows(v: Victim, masker, neuron_sets: dict[str, list[np.ndarray]], candidates: dict,
-                    max_spans: int = 32, progress: bool = True) -> pd.DataFrame:
-    """One row per method: its neuron set(s) switched off (mean and std over sets, e.g. random seeds)."""
-    original = leakage_row(v, candidates, max_spans)
-    rows = [{"method": "original", "n_neurons": 0, **original, "em_assoc_std": 0.0, "ppl_nonpii_std": 0.0, "n_sets": 1}]
+    The first row is the victim itself (`original`). Each set is one model state of the attack suite,
+    cached (assess.attack), so states that notebook 03 already attacked are read back.
+    """
+    original = state_row(v, None, components, profile)
+    rows = [{"method": "original", "n_neurons": 0, **original, "n_sets": 1,
+             **{f"{m}_std": 0.0 for m in SPREAD}}]
     for method, sets in tqdm(neuron_sets.items(), desc="methods", disable=not progress, leave=False):
-        results = []
-        for ids in sets:
-            with masked(v.model, ids, masker.components):
-                results.append(leakage_row(v, candidates, max_spans))
-        frame = pd.DataFrame(results)
-        row = {"method": method, "n_neurons": len(sets[0]), **frame.mean(numeric_only=True).to_dict(),
-               "em_assoc_std": float(frame["em_assoc"].std(ddof=0)),
-               "ppl_nonpii_std": float(frame["ppl_nonpii"].std(ddof=0)), "n_sets": len(sets)}
-        rows.append(row)
+        frame = pd.DataFrame([state_row(v, ids, components, profile) for ids in sets])
+        rows.append({"method": method, "n_neurons": len(sets[0]), **frame.mean(numeric_only=True).to_dict(),
+                     **{f"{m}_std": float(frame[m].std(ddof=0)) for m in SPREAD}, "n_sets": len(sets)})
     table = pd.DataFrame(rows)
     table["ppl_change_pct"] = 100 * (table["ppl_nonpii"] / original["ppl_nonpii"] - 1)
     return table
+
+
+# Largest share of our drop in leak_any that each random control may reach (the attack-suite issue's decision).
+CONTROL_BOUNDS = {"random_uniform": 0.1, "random": 0.2}
+
+
+def control_ratios(per_seed: pd.DataFrame, metrics=("leak_any", "em_assoc")) -> pd.DataFrame:
+    """Per dataset and metric: the drop from the original of ours and of each control (mean over seeds),
+    the control's drop as a share of ours, and whether it is within its bound (judged on leak_any)."""
+    rows = []
+    for name, frame in per_seed.groupby("dataset", sort=False):
+        for metric in metrics:
+            mean = frame[[c for c in frame if c.startswith(f"{metric}_")]].mean()
+            drop = {label: mean[f"{metric}_original"] - mean[f"{metric}_{label}"]
+                    for label in ("privloc", *CONTROL_BOUNDS)}
+            row = {"dataset": name, "metric": metric, "original": mean[f"{metric}_original"],
+                   **{f"drop_{k}": d for k, d in drop.items()}}
+            for label, bound in CONTROL_BOUNDS.items():
+                share = drop[label] / drop["privloc"] if drop["privloc"] > 0 else np.nan
+                row[f"share_{label}"], row[f"bound_{label}"] = share, bound
+                row[f"within_{label}"] = bool(share < bound) if metric == "leak_any" else None
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def control_sets(run) -> dict[str, np.ndarray]:
+    """Ours and the two random controls of one localisation (random seed = localisation seed)."""
+    ids = run.closed_ids()
+    return {"privloc": ids, "random": baselines.random_matched(run.masker, ids, seed=run.config.seed),
+            "random_uniform": baselines.random_uniform(run.masker, len(ids), seed=run.config.seed)}
 
 
 def effect_by_part(v: Victim, masker, neuron_sets: dict[str, np.ndarray], by: str = "layer",
@@ -117,16 +132,23 @@ def effect_by_part(v: Victim, masker, neuron_sets: dict[str, np.ndarray], by: st
     return frame
 
 
-def sensitivity(v: Victim, masker, rankings: dict[str, np.ndarray], ks, progress: bool = True) -> pd.DataFrame:
-    """Exact match and perplexity as the top-k of each ranking is switched off, for every k in `ks`."""
+def sensitivity(v: Victim, masker, rankings: dict[str, np.ndarray], ks, profile="default", attack_ks=(),
+                progress: bool = True) -> pd.DataFrame:
+    """Exact match and perplexity as the top-k of each ranking is switched off, for every k in `ks`.
+
+    At the k of `attack_ks` the whole attack suite runs too (column `leak_any`; NaN elsewhere).
+    """
     rows = []
-    total = len(rankings) * len(ks)
-    bar = tqdm(total=total, desc="sensitivity", disable=not progress, leave=False)
+    bar = tqdm(total=len(rankings) * len(ks), desc="sensitivity", disable=not progress, leave=False)
     for method, ranking in rankings.items():
         for k in ks:
-            metrics = deactivation_effect(v, ranking[:k], masker.components)
+            if k in attack_ks:
+                metrics = state_row(v, ranking[:k], masker.components, profile)
+            else:
+                metrics = deactivation_effect(v, ranking[:k], masker.components)
             rows.append({"method": method, "k": int(k), "share_pct": 100 * k / masker.n_neurons,
-                         "em_assoc": metrics["em_assoc"], "ppl_nonpii": metrics["ppl_nonpii"]})
+                         "em_assoc": metrics["em_assoc"], "ppl_nonpii": metrics["ppl_nonpii"],
+                         "leak_any": metrics.get("leak_any", np.nan)})
             bar.update()
     bar.close()
     return pd.DataFrame(rows)

@@ -232,7 +232,7 @@ def localization(source: str, profile: str | Profile = "default", categories: tu
     """Algorithm 1 on the victim of `source` (optionally restricted to PII `categories`), cached as a mask file.
 
     `overrides` replace fields of the profile's LocalizeConfig (e.g. seed=1, steps=50). With `holdout` set,
-    the gates learn on the documents `holdout.holdout_rows` leaves in; `held_out_rows` gives the others.
+    the gates learn on the documents `holdout.holdout_rows` leaves in (`holdout_split` gives both parts).
     """
     profile = get_profile(profile)
     cfg = replace(profile.localize, **overrides)
@@ -254,12 +254,12 @@ def localization(source: str, profile: str | Profile = "default", categories: tu
     return Localization(masker, meta["history"], meta["seconds"], cfg, categories)
 
 
-def held_out_rows(source_or_corpus, loc: Localization) -> list[int]:
-    """The training rows a localisation with `holdout` never saw (documents of the same people)."""
-    enc = source_or_corpus.enc_train
+def holdout_split(data: Corpus, loc: Localization) -> tuple[list[int], list[int]]:
+    """(learned, held-out) training rows of a localisation with `holdout`: documents of the same people."""
     if not loc.config.holdout:
         raise ValueError("this localisation learned on every document: it has no held-out rows")
-    return holdout_rows(enc, loc.config.holdout, loc.config.seed)[1].tolist()
+    learned, held_out = holdout_rows(data.enc_train, loc.config.holdout, loc.config.seed)
+    return learned.tolist(), held_out.tolist()
 
 
 def localizations(source: str, profile: str | Profile = "default", progress: bool = True,

@@ -128,36 +128,66 @@ def history_curves(histories: dict[str, list[dict]]):
 
 
 def sensitivity_curves(curve: pd.DataFrame, baseline: dict):
-    """Fig. 5: exact match and perplexity against the number of switched-off neurons, and their trade-off."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    """Fig. 5: greedy exact match, leak_any (where attacked), perplexity against k, and the trade-off."""
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for i, (method, frame) in enumerate(curve.groupby("method", sort=False)):
         kw = {**style(i), "markersize": 5, "label": method}
         axes[0].plot(frame["share_pct"], frame["em_assoc"], **kw)
-        axes[1].plot(frame["share_pct"], frame["ppl_nonpii"], **kw)
-        axes[2].plot(frame["ppl_nonpii"], frame["em_assoc"], **kw)
-    for ax in axes[:2]:
+        attacked = frame.dropna(subset=["leak_any"]) if "leak_any" in frame else frame.iloc[:0]
+        axes[1].plot(attacked["share_pct"], attacked["leak_any"], **kw)
+        axes[2].plot(frame["share_pct"], frame["ppl_nonpii"], **kw)
+        axes[3].plot(frame["ppl_nonpii"], frame["em_assoc"], **kw)
+    for ax in axes[:3]:
         ax.set_xscale("log")
         ax.set_xlabel("neurons switched off (% of gated units, log scale)")
     axes[0].axhline(baseline["em_assoc"], color="grey", linestyle=":", label="original")
-    axes[1].axhline(baseline["ppl_nonpii"], color="grey", linestyle=":")
-    axes[2].scatter([baseline["ppl_nonpii"]], [baseline["em_assoc"]], color="grey", marker="*", s=80, zorder=3)
+    if "leak_any" in baseline:
+        axes[1].axhline(baseline["leak_any"], color="grey", linestyle=":")
+    axes[2].axhline(baseline["ppl_nonpii"], color="grey", linestyle=":")
+    axes[3].scatter([baseline["ppl_nonpii"]], [baseline["em_assoc"]], color="grey", marker="*", s=80, zorder=3)
     # Perplexity can explode for some methods at large k: a log axis keeps the small changes visible.
-    axes[1].set_yscale("log")
-    axes[2].set_xscale("log")
+    axes[2].set_yscale("log")
+    axes[3].set_xscale("log")
     # A log axis over less than a decade has no major tick to label, and its minor-tick labels crowd into
     # each other: a few evenly chosen, plainly written ticks read better.
-    for axis in (axes[1].yaxis, axes[2].xaxis):
+    for axis in (axes[2].yaxis, axes[3].xaxis):
         axis.set_major_locator(MaxNLocator(nbins=5))
         axis.set_major_formatter(ScalarFormatter())
         axis.set_minor_formatter(NullFormatter())
-    axes[0].set_ylabel("extraction exact match (fraction)")
-    axes[1].set_ylabel("non-PII validation perplexity (log scale)")
-    axes[2].set_xlabel("non-PII validation perplexity (log scale)")
-    axes[2].set_ylabel("extraction exact match (fraction)")
-    axes[2].set_title("privacy–utility (lower left is better)", fontsize=9)
+    axes[0].set_ylabel("greedy exact match (fraction)")
+    axes[1].set_ylabel("leak_any: found by some attack (fraction)")
+    axes[2].set_ylabel("non-PII validation perplexity (log scale)")
+    axes[3].set_xlabel("non-PII validation perplexity (log scale)")
+    axes[3].set_ylabel("greedy exact match (fraction)")
+    axes[3].set_title("privacy–utility (lower left is better)", fontsize=9)
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def attack_budget(table: pd.DataFrame, attacks=("greedy", "beam", "sample", "candidates", "logit_lens", "any")):
+    """Fig. 7: leakage against the attack budget B, one row of panels per dataset and one panel per attack."""
+    datasets = list(dict.fromkeys(table["dataset"]))
+    fig, axes = plt.subplots(len(datasets), len(attacks), figsize=(2.6 * len(attacks), 2.4 * len(datasets)),
+                             sharex=True, sharey=True, squeeze=False)
+    for r, name in enumerate(datasets):
+        here = table[table["dataset"] == name]
+        for c, attack in enumerate(attacks):
+            ax = axes[r, c]
+            for i, (method, frame) in enumerate(here.groupby("method", sort=False)):
+                ax.plot(frame["budget"], frame[f"leak_{attack}"], **style(i), markersize=4, label=method)
+            ax.set_xscale("log")
+            ax.set_ylim(-0.03, 1.03)
+            ax.grid(alpha=0.3)
+            if r == 0:
+                ax.set_title("leak_any (black-box)" if attack == "any" else attack, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{name}\nleakage (fraction)")
+            if r == len(datasets) - 1:
+                ax.set_xlabel("budget B")
+    axes[0, -1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
 

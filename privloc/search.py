@@ -61,18 +61,21 @@ def beam_search(model, prefixes: list[torch.Tensor], lengths: list[int], width: 
         raise ValueError(f"beam width must be at least 1, got {width}")
     if len(prefixes) != len(lengths) or any(n < 1 for n in lengths):
         raise ValueError("one continuation length >= 1 per prefix is needed")
-    # Prefixes of similar continuation length share a chunk, so few steps are run past a row's own length.
-    order = sorted(range(len(prefixes)), key=lambda i: lengths[i])
+    # Prefixes share a chunk only with prefixes of the same continuation length: no row runs past its own end
+    # (which costs time, and past the last position the model has).
+    by_length: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        by_length.setdefault(n, []).append(i)
     results: list[torch.Tensor | None] = [None] * len(prefixes)
-    for lo in range(0, len(order), chunk):
-        idx = order[lo: lo + chunk]
-        for i, beams in zip(idx, _beam_chunk(model, [prefixes[i] for i in idx], [lengths[i] for i in idx], width),
-                            strict=True):
-            results[i] = beams
+    for n, members in sorted(by_length.items()):
+        for lo in range(0, len(members), chunk):
+            idx = members[lo: lo + chunk]
+            for i, beams in zip(idx, _beam_chunk(model, [prefixes[i] for i in idx], n, width), strict=True):
+                results[i] = beams
     return results
 
 
-def _beam_chunk(model, prefixes, lengths, width):
+def _beam_chunk(model, prefixes, length, width):
     logp, cache, mask, next_pos = prefix_state(model, prefixes)
     n, vocab = logp.shape
     dev = logp.device
@@ -83,22 +86,18 @@ def _beam_chunk(model, prefixes, lengths, width):
     scores = torch.full((n, width), float("-inf"), device=dev)
     scores[:, 0] = 0.0
     seqs = torch.empty(n, width, 0, dtype=torch.long, device=dev)
-    out = [None] * n
-    for step in range(max(lengths)):
+    for step in range(length):
         total = (scores.unsqueeze(-1) + logp.view(n, width, vocab)).view(n, -1)
         top = total.topk(width, dim=1)
         beam, token = top.indices // vocab, top.indices % vocab
         scores = top.values
         seqs = torch.cat([seqs.gather(1, beam.unsqueeze(-1).expand(-1, -1, seqs.shape[2])), token.unsqueeze(-1)], 2)
-        for i, length in enumerate(lengths):
-            if length == step + 1:
-                out[i] = seqs[i].cpu()
-        if step + 1 == max(lengths):
+        if step + 1 == length:
             break
         cache.reorder_cache((torch.arange(n, device=dev).unsqueeze(1) * width + beam).flatten())
         step_logp, mask, next_pos = extend(model, cache, mask, next_pos, token.view(-1, 1))
         logp = step_logp[:, -1]
-    return out
+    return list(seqs.cpu())
 
 
 @torch.no_grad()

@@ -1,22 +1,17 @@
 import math
-import warnings
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 import transformers
 from torch import nn
 
+from privloc.candidates import affixes as _affixes
+from privloc.candidates import exposure_from_rank
 from privloc.data import CATEGORIES, KINDS
 from privloc.metrics import (
-    _affixes,
-    candidate_ranks,
     evaluate,
-    exposure_from_rank,
-    exposure_summary,
     leakage,
-    mean_reciprocal_rank,
     perplexity,
     score_tokens,
     span_exact_match,
@@ -86,29 +81,10 @@ class Constant(nn.Module):
         return SimpleNamespace(logits=self.logits.expand(*input_ids.shape, -1))
 
 
-class Bigram(nn.Module):
-    """Logits depend only on the current token; high for every transition seen in `rows`.
-
-    It needs no cache, so it also checks that candidate scoring does not depend on one.
-    """
-
-    def __init__(self, rows, vocab_size):
-        super().__init__()
-        table = torch.zeros(vocab_size, vocab_size)
-        for row in rows:
-            table[row[:-1], row[1:]] = 8.0
-        self.table = nn.Parameter(table)
-
-    def forward(self, input_ids, cache=None, attention_mask=None, **kwargs):
-        return SimpleNamespace(logits=self.table[input_ids], cache=None)
-
-
 def test_exposure_and_mrr():
     assert exposure_from_rank(1, 1024) == pytest.approx(10.0)
     assert exposure_from_rank(1024, 1024) == pytest.approx(0.0)
     assert exposure_from_rank(2, 8) == pytest.approx(2.0)
-    assert mean_reciprocal_rank([1, 2, 4]) == pytest.approx((1 + 0.5 + 0.25) / 3)
-    assert math.isnan(mean_reciprocal_rank([]))
 
 
 def test_span_exact_match_from_hand_made_scores():
@@ -184,14 +160,6 @@ PII = {
     "s2": [("Tom Hart", "PERSON"), ("12 Oak Road", "ADDRESS"), ("Acme Corp", "ORG")],
     "s3": [("Kim Ray", "PERSON"), ("kim.ray@web.net", "EMAIL"), ("555-0177", "PHONE"), ("Initech Ltd", "ORG")],
 }
-CANDIDATES = {
-    "EMAIL": ["bob.stone@mail.org", "ann.lee@mail.org", "kim.ray@web.net", "zed@corp.com"],
-    "PHONE": ["555-0199", "555-1234"],
-    "ADDRESS": ["7 Elm Street", "99 High Road"],
-    "ORG": ["Globex", "Acme Corp", "Umbrella Inc"],
-}
-
-
 @pytest.fixture(scope="module")
 def corpus():
     records = []
@@ -206,22 +174,6 @@ def corpus():
     return tokenizer, enc
 
 
-def test_candidate_ranks_truth_first_under_a_model_that_memorised_it(corpus):
-    tokenizer, enc = corpus
-    model = Bigram(enc.input_ids, len(tokenizer))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the candidates must be tokenized like the truth
-        df = candidate_ranks(model, enc, CANDIDATES, tokenizer)
-    assoc = [i for i, sp in enumerate(enc.spans) if sp.kind == "assoc"]
-    assert df["span"].tolist() == assoc
-    assert (df["rank"] == 1).all()
-    by_text = df.set_index("text")["n_candidates"]
-    assert by_text["ann.lee@mail.org"] == 4 and by_text["12 Oak Road"] == 3 and by_text["Acme Corp"] == 3
-    assert df["exposure"].tolist() == pytest.approx(np.log2(df["n_candidates"]).tolist())
-    summary = exposure_summary(df)
-    assert summary["mrr"] == 1.0 and summary["n_spans"] == len(assoc)
-
-
 def test_candidates_carry_the_text_around_the_span_tokens(corpus):
     tokenizer, enc = corpus
     by_text = {sp.text: enc.input_ids[sp.doc, sp.tok_start : sp.tok_end].tolist() for sp in enc.spans}
@@ -229,39 +181,6 @@ def test_candidates_carry_the_text_around_the_span_tokens(corpus):
     assert _affixes(tokenizer, by_text["Acme Corp"], "Acme Corp") == (" ", "")
     assert _affixes(tokenizer, by_text["555-0142"], "555-0142") == ("", "")
     assert _affixes(tokenizer, by_text["Acme Corp"], "Globex") is None
-
-
-def test_candidate_ranks_a_memorised_candidate_outranks_the_truth(corpus):
-    tokenizer, enc = corpus
-    i = next(i for i, sp in enumerate(enc.spans) if sp.text == "Acme Corp")
-    sp, row = enc.spans[i], enc.input_ids[enc.spans[i].doc]
-    # A model that memorised "... works for Umbrella Inc." where the document has "... works for Acme Corp.";
-    # the span's tokens carry the space ("ĠAcme"), so the candidate must be scored as " Umbrella Inc".
-    other = tokenizer(" Umbrella Inc", add_special_tokens=False)["input_ids"]
-    doctored = torch.cat([row[: sp.tok_start], torch.tensor(other), row[sp.tok_end :]])
-    df = candidate_ranks(Bigram([doctored], len(tokenizer)), enc, {"ORG": ["Umbrella Inc"]}, tokenizer)
-    got = df.set_index("span").loc[i]
-    assert got["n_candidates"] == 2 and got["rank"] == 2.0 and got["exposure"] == 0.0
-
-
-def test_candidate_ranks_truth_score_is_its_in_context_likelihood(corpus):
-    tokenizer, enc = corpus
-    model = tiny_gpt2(vocab_size=len(tokenizer), n_positions=64)
-    df = candidate_ranks(model, enc, CANDIDATES, tokenizer, batch_size=2)
-    nll = score_tokens(model, enc)["nll"]
-    for span, logp in zip(df["span"], df["logp"], strict=True):
-        sp = enc.spans[span]
-        assert logp == pytest.approx(-float(nll[sp.doc, sp.tok_start - 1 : sp.tok_end - 1].sum()), abs=1e-4)
-    assert df["rank"].between(1, df["n_candidates"]).all()
-
-
-def test_candidate_ranks_sample_is_seeded(corpus):
-    tokenizer, enc = corpus
-    model = Bigram(enc.input_ids, len(tokenizer))
-    a = candidate_ranks(model, enc, CANDIDATES, tokenizer, max_spans=3, seed=1)
-    b = candidate_ranks(model, enc, CANDIDATES, tokenizer, max_spans=3, seed=1)
-    assert len(a) == 3 and a["span"].tolist() == b["span"].tolist()
-    assert candidate_ranks(model, enc, {}, tokenizer).empty
 
 
 def test_next_token_logits_projects_only_the_asked_positions():
