@@ -6,6 +6,7 @@ import pandas as pd
 import torch
 
 from .data import CATEGORIES
+from .search import beam_search
 from .tokenizer import Encoded, SpanInfo
 
 
@@ -38,10 +39,22 @@ def prompt_tail(tokenizer, enc: Encoded, span: SpanInfo, chars: int = 60) -> str
     return text.replace("\n", " ⏎ ")  # one line per example, so tables stay readable
 
 
-def completion_examples(model, tokenizer, enc: Encoded, n: int = 4, models: dict | None = None) -> pd.DataFrame:
+def beam_recovery(model, enc: Encoded, span: SpanInfo, width: int) -> str:
+    """Where the true span sits among the `width` beams of a beam search from its true prefix, in words."""
+    prefix = enc.input_ids[span.doc, : span.tok_start]
+    truth = enc.input_ids[span.doc, span.tok_start: span.tok_end]
+    beams = beam_search(model, [prefix], [len(truth)], width)[0]
+    hit = (beams == truth).all(1).nonzero().flatten()
+    return f"beam {int(hit[0]) + 1} of {width}" if len(hit) else f"not in {width} beams"
+
+
+def completion_examples(model, tokenizer, enc: Encoded, n: int = 4, models: dict | None = None,
+                        beam_width: int | None = None) -> pd.DataFrame:
     """Prompt tail, true PII and greedy completion for `n` occurrences picked by `pick_spans`.
 
-    `models` maps extra column names to other models (e.g. the model after deactivation) to compare.
+    `models` maps extra column names to other models (e.g. the model after deactivation) to compare. With
+    `beam_width`, each of them also gets a `<column>_beam` column: whether a beam search of that width from
+    the true prefix still finds the PII, and at which beam.
     """
     models = {"completion": model, **(models or {})}
     rows = []
@@ -49,5 +62,7 @@ def completion_examples(model, tokenizer, enc: Encoded, n: int = 4, models: dict
         row = {"category": span.category, "prompt": prompt_tail(tokenizer, enc, span), "true_pii": span.text}
         for column, each in models.items():
             row[column] = greedy_completion(each, tokenizer, enc, span)
+            if beam_width:
+                row[f"{column}_beam"] = beam_recovery(each, enc, span, beam_width)
         rows.append(row)
     return pd.DataFrame(rows)

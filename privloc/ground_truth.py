@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 
 from . import baselines
-from .config import LocalizeConfig
+from .assess import candidate_sets
+from .attacks import attack_suite
+from .config import AttackConfig, LocalizeConfig
 from .injection import Injection, choose_neurons, fresh_facts, inject, random_recall, recall_at_k
 from .localize import localize
 from .masking import NeuronMasker
@@ -41,8 +43,13 @@ def method_rankings(injection: Injection, components, cfg: LocalizeConfig, ig_st
 
 def run_injection(v: Victim, seed: int, share: float, cfg: LocalizeConfig, n_subjects: int = 3,
                   docs_per_subject: int = 6, max_steps: int = 300, ig_steps: int = 16, lr: float = 1e-2,
-                  keep_weight: float = 1.0, progress: bool = True) -> tuple[Injection, pd.DataFrame]:
-    """One injection (its own random S and fresh facts), then every method scored against S."""
+                  keep_weight: float = 1.0, attack: AttackConfig | None = None,
+                  progress: bool = True) -> tuple[Injection, pd.DataFrame]:
+    """One injection (its own random S and fresh facts), then every method scored against S.
+
+    With `attack`, the attack suite also runs on the injected facts before and after each method's top-|S|
+    is switched off (`leak_any_injected_*`).
+    """
     components = cfg.components
     masker = NeuronMasker(v.model, components)
     true_ids = choose_neurons(masker, share, seed)
@@ -52,6 +59,14 @@ def run_injection(v: Victim, seed: int, share: float, cfg: LocalizeConfig, n_sub
                        max_len=v.corpus.enc_train.input_ids.shape[1])
     ppl_before = perplexity(injection.model, v.corpus.enc_valid)["ppl_nonpii"]
     em_original = leakage(injection.model, v.corpus.enc_train, kinds=ASSOC_ONLY)["em_assoc"]
+    sets = candidate_sets(v, attack) if attack else None
+
+    def leak_any() -> float:
+        if not attack:
+            return float("nan")
+        return attack_suite(injection.model, injection.enc_facts, sets, attack).summary()["leak_any"]
+
+    leak_before = leak_any()
     rows = []
     rankings = method_rankings(injection, components, cfg, ig_steps, seed, v.corpus.enc_train, progress)
     for method, ranking in rankings.items():
@@ -59,12 +74,14 @@ def run_injection(v: Victim, seed: int, share: float, cfg: LocalizeConfig, n_sub
         with masked(injection.model, found, components):
             em_injected_after = leakage(injection.model, injection.enc_facts, kinds=ASSOC_ONLY)["em_assoc"]
             em_original_after = leakage(injection.model, v.corpus.enc_train, kinds=ASSOC_ONLY)["em_assoc"]
+            leak_after = leak_any()
             ppl_after = perplexity(injection.model, v.corpus.enc_valid)["ppl_nonpii"]
         rows.append({
             "seed": seed, "method": method, "k": len(true_ids), "share": share,
             "recall": recall_at_k(found, true_ids), "random_level": random_recall(len(true_ids), masker.n_neurons),
             "em_injected_before": injection.em_injected, "em_injected_after": em_injected_after,
             "em_original_before": em_original, "em_original_after": em_original_after,
+            "leak_any_injected_before": leak_before, "leak_any_injected_after": leak_after,
             "ppl_change_pct": 100 * (ppl_after / ppl_before - 1), "injection_steps": injection.steps,
         })
     return injection, pd.DataFrame(rows)
@@ -74,7 +91,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Table 3: mean over injections per method, with the spread of recall."""
     grouped = runs.groupby("method", sort=False)
     table = grouped[["share", "recall", "random_level", "em_injected_after", "em_original_after",
-                     "ppl_change_pct"]].mean()
+                     "leak_any_injected_before", "leak_any_injected_after", "ppl_change_pct"]].mean()
     table.insert(2, "recall_std", grouped["recall"].std(ddof=0))
     table["n_injections"] = grouped.size()
     return table.reset_index()
