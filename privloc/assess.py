@@ -8,6 +8,7 @@ as JSON under a key of the victim, the neuron set, the documents and the attack 
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import artifacts
-from .attacks import AttackResult, attack_suite, exposure_table
+from .attacks import AttackResult, attack_suite, beam_attack, exposure_table
 from .candidates import CandidateSets, candidate_pool
 from .config import AttackConfig, Profile, get_profile
 from .data import CATEGORIES
@@ -64,23 +65,41 @@ def attack(v: Victim, neuron_ids=None, components=None, profile: str | Profile =
     if split not in ("train", "valid"):
         raise ValueError(f"split must be 'train' or 'valid', not {split!r}")
     corpus = enc if enc is not None else v.corpus.enc_train if split == "train" else v.corpus.enc_valid
-    key = artifacts.config_key(v.path.name, label, split, ids, list(components or ()), doc_rows, cfg, widths)
+    # The budget's beam search belongs to the suite's run; other widths (the budget sweep) are cached one by one
+    # beside it, so a sweep reuses the state's suite run instead of repeating it.
+    core_widths = tuple(w for w in widths if w == cfg.budget)
+    state = [v.path.name, label, split, ids, list(components or ()), doc_rows, cfg]
+    target = v.model if model is None else model
+
+    def switched_off():
+        return masked(target, ids, components) if ids else contextlib.nullcontext()
 
     def build(folder: Path) -> None:
-        target = v.model if model is None else model
-        with masked(target, ids, components) if ids else contextlib.nullcontext():
-            result = attack_suite(target, corpus, _sets_for(v, cfg), cfg, rows=doc_rows,
-                                  beam_widths=widths)
+        with switched_off():
+            result = attack_suite(target, corpus, _sets_for(v, cfg), cfg, rows=doc_rows, beam_widths=core_widths)
         artifacts.write_json(folder / "attacks.json", {
             "seconds": result.seconds, "per_span": result.per_span.reset_index().to_dict(orient="list")})
 
-    path = artifacts.cached_dir(f"attacks/{v.corpus.name}", key, build)
+    path = artifacts.cached_dir(f"attacks/{v.corpus.name}", artifacts.config_key(*state, core_widths), build)
     info = artifacts.read_json(path / "attacks.json")
     frame = pd.DataFrame(info["per_span"]).set_index("span")
+    seconds = info["seconds"]  # of the run that built the entry, not of reading it back
+    search = frame.index[frame["in_search"]].tolist()
+    for width in (w for w in widths if w not in core_widths):
+        def build_beam(folder: Path, width=width) -> None:
+            start = time.perf_counter()
+            with switched_off():
+                found = beam_attack(target, corpus, search, width)
+            artifacts.write_json(folder / "beam.json", {"seconds": time.perf_counter() - start,
+                                                        "found": [bool(x) for x in found]})
+
+        key = artifacts.config_key(*state, "beam", width)
+        beam = artifacts.read_json(artifacts.cached_dir(f"attacks/{v.corpus.name}", key, build_beam) / "beam.json")
+        frame[f"beam_{width}"] = pd.Series(beam["found"], index=search)
+        seconds += beam["seconds"]
     for col in [c for c in frame if c.startswith("beam_")]:
         frame[col] = frame[col].astype("boolean")
-    # The time of the run that built the cache entry, not of reading it back.
-    return AttackResult(frame, cfg, info["seconds"])
+    return AttackResult(frame, cfg, seconds)
 
 
 def state_row(v: Victim, neuron_ids=None, components=None, profile: str | Profile = "default",

@@ -27,10 +27,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .candidates import CandidateSets, chance_exposure, chance_mrr, exposure_from_rank, rank_truth
+from .candidates import CandidateSets, chance_exposure, chance_mrr, exposure_from_rank
 from .config import AttackConfig
 from .data import CATEGORIES
-from .search import beam_search, device_of
+from .search import beam_finds, device_of, rank_among
 from .tokenizer import Encoded
 
 BLACK_BOX = ("greedy", "beam", "sample", "candidates")
@@ -125,24 +125,27 @@ def token_attacks(model, enc: Encoded, spans: list[int], cfg: AttackConfig, batc
     return pd.DataFrame([records[i] for i in spans], index=pd.Index(spans, name="span"))
 
 
+def _prefix_and_truth(enc: Encoded, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    s = enc.spans[i]
+    return enc.input_ids[s.doc, : s.tok_start], enc.input_ids[s.doc, s.tok_start: s.tok_end]
+
+
 def beam_attack(model, enc: Encoded, spans: list[int], width: int) -> np.ndarray:
     """Whether each span is among the `width` beams of a `width`-beam search from its true prefix."""
-    prefixes = [enc.input_ids[enc.spans[i].doc, : enc.spans[i].tok_start] for i in spans]
-    truths = [enc.input_ids[enc.spans[i].doc, enc.spans[i].tok_start: enc.spans[i].tok_end] for i in spans]
-    beams = beam_search(model, prefixes, [len(t) for t in truths], width)
-    return np.array([bool((b == t).all(1).any()) for b, t in zip(beams, truths, strict=True)])
+    prefixes, truths = zip(*(_prefix_and_truth(enc, i) for i in spans), strict=True) if spans else ((), ())
+    return np.array(beam_finds(model, list(prefixes), list(truths), width), dtype=bool)
 
 
 def candidate_attack(model, enc: Encoded, spans: list[int], candidates: CandidateSets) -> pd.DataFrame:
-    """Rank of each span's truth among its length-matched candidates, with the exposure and its chance value."""
-    records = []
+    """Rank of each span's truth among its length-matched candidates (ties count half) and how many were ranked."""
+    prefixes, truths, others = [], [], []
     for i in spans:
-        s = enc.spans[i]
-        row = enc.input_ids[s.doc]
-        truth = row[s.tok_start: s.tok_end].tolist()
-        rank, n = rank_truth(model, row[: s.tok_start], truth, candidates.for_span(i, s.category, s.text, truth))
-        records.append({"cand_rank": rank, "n_ranked": n})
-    return pd.DataFrame(records, index=pd.Index(spans, name="span"))
+        prefix, truth = _prefix_and_truth(enc, i)
+        prefixes.append(prefix)
+        truths.append(truth)
+        others.append(candidates.for_span(i, enc.spans[i].category, enc.spans[i].text, truth.tolist()))
+    ranks = rank_among(model, prefixes, truths, others) if spans else []
+    return pd.DataFrame(ranks, columns=["cand_rank", "n_ranked"], index=pd.Index(spans, name="span"))
 
 
 @dataclass

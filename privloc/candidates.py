@@ -12,9 +12,7 @@ import math
 from functools import cache
 
 import numpy as np
-import torch
 
-from .search import sequence_logprobs
 from .synthetic import sample_values
 
 
@@ -77,11 +75,3 @@ class CandidateSets:
             rng = np.random.default_rng([self.seed, span_index])
             options = [options[j] for j in sorted(rng.choice(len(options), self.k, replace=False))]
         return [list(o) for o in options]
-
-
-def rank_truth(model, prefix: torch.Tensor, truth: list[int], others: list[list[int]]) -> tuple[float, int]:
-    """1-based rank of the truth among itself and `others` by likelihood after `prefix`; ties count half."""
-    scores = sequence_logprobs(model, prefix, torch.tensor([truth, *others]))
-    higher = (scores[1:] > scores[0]).sum().item()
-    ties = (scores[1:] == scores[0]).sum().item()
-    return 1 + higher + 0.5 * ties, len(scores)

@@ -7,6 +7,8 @@ ranking) run hundreds of prefixes per model state, and this is what makes them c
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 
@@ -33,7 +35,9 @@ def prefix_state(model, prefixes: list[torch.Tensor]):
     ids, mask, positions = left_pad(prefixes)
     dev = device_of(model)
     mask, positions = mask.to(dev), positions.to(dev)
-    out = model(input_ids=ids.to(dev), attention_mask=mask, position_ids=positions, use_cache=True)
+    padded = not bool(mask.all())
+    out = model(input_ids=ids.to(dev), attention_mask=mask if padded else None,
+                position_ids=positions if padded else None, use_cache=True)
     return out.logits[:, -1].float().log_softmax(-1), out.past_key_values, mask, positions[:, -1] + 1
 
 
@@ -44,8 +48,11 @@ def extend(model, cache, mask: torch.Tensor, next_pos: torch.Tensor, tokens: tor
     dev = mask.device
     mask = torch.cat([mask, torch.ones(n, t, dtype=mask.dtype, device=dev)], 1)
     positions = next_pos.unsqueeze(1) + torch.arange(t, device=dev)
+    # Without padding the model needs no mask, and attention takes its fast causal path.
+    padded = not bool(mask.all())
     # The cache goes in positionally: its keyword is renamed across transformers 5.x releases.
-    out = model(tokens.to(dev), cache, attention_mask=mask, position_ids=positions, use_cache=True)
+    out = model(tokens.to(dev), cache, attention_mask=mask if padded else None,
+                position_ids=positions if padded else None, use_cache=True)
     return out.logits.float().log_softmax(-1), mask, next_pos + t
 
 
@@ -57,25 +64,42 @@ def beam_search(model, prefixes: list[torch.Tensor], lengths: list[int], width: 
     Plain beam search on the sum of log-probabilities (no length penalty: every beam of a prefix has the same
     length). Returns one [width, length] tensor per prefix.
     """
+    _check_beam(prefixes, lengths, width)
+    out: list = [None] * len(prefixes)
+    # Prefixes share a chunk only with prefixes of the same continuation length: no row runs past its own end
+    # (which costs time, and past the last position the model has).
+    for n, idx in _chunks_by_length(lengths, chunk):
+        for i, beams in zip(idx, _beam_chunk(model, [prefixes[i] for i in idx], n, width), strict=True):
+            out[i] = beams
+    return out
+
+
+@torch.no_grad()
+def beam_finds(model, prefixes: list[torch.Tensor], targets: list[torch.Tensor], width: int,
+               chunk: int = 32) -> list[bool]:
+    """Whether each target is among the `width` final beams of a beam search from its prefix.
+
+    The same search as `beam_search`, but a prefix whose target has fallen out of its beams is dropped at
+    once: beams only ever extend beams, so the target cannot come back.
+    """
+    lengths = [len(t) for t in targets]
+    _check_beam(prefixes, lengths, width)
+    out: list = [None] * len(prefixes)
+    for n, idx in _chunks_by_length(lengths, chunk):
+        hits = _beam_chunk(model, [prefixes[i] for i in idx], n, width, torch.stack([targets[i] for i in idx]))
+        for i, hit in zip(idx, hits, strict=True):
+            out[i] = hit
+    return out
+
+
+def _check_beam(prefixes, lengths, width):
     if width < 1:
         raise ValueError(f"beam width must be at least 1, got {width}")
     if len(prefixes) != len(lengths) or any(n < 1 for n in lengths):
         raise ValueError("one continuation length >= 1 per prefix is needed")
-    # Prefixes share a chunk only with prefixes of the same continuation length: no row runs past its own end
-    # (which costs time, and past the last position the model has).
-    by_length: dict[int, list[int]] = {}
-    for i, n in enumerate(lengths):
-        by_length.setdefault(n, []).append(i)
-    results: list[torch.Tensor | None] = [None] * len(prefixes)
-    for n, members in sorted(by_length.items()):
-        for lo in range(0, len(members), chunk):
-            idx = members[lo: lo + chunk]
-            for i, beams in zip(idx, _beam_chunk(model, [prefixes[i] for i in idx], n, width), strict=True):
-                results[i] = beams
-    return results
 
 
-def _beam_chunk(model, prefixes, length, width):
+def _beam_chunk(model, prefixes, length, width, targets=None):
     logp, cache, mask, next_pos = prefix_state(model, prefixes)
     n, vocab = logp.shape
     dev = logp.device
@@ -86,18 +110,28 @@ def _beam_chunk(model, prefixes, length, width):
     scores = torch.full((n, width), float("-inf"), device=dev)
     scores[:, 0] = 0.0
     seqs = torch.empty(n, width, 0, dtype=torch.long, device=dev)
+    span_of = torch.arange(n, device=dev)  # the prefix each remaining group of beams belongs to
+    found = torch.ones(n, dtype=torch.bool, device=dev)
     for step in range(length):
-        total = (scores.unsqueeze(-1) + logp.view(n, width, vocab)).view(n, -1)
-        top = total.topk(width, dim=1)
+        m = len(span_of)
+        top = (scores.unsqueeze(-1) + logp.view(m, width, vocab)).view(m, -1).topk(width, dim=1)
         beam, token = top.indices // vocab, top.indices % vocab
         scores = top.values
         seqs = torch.cat([seqs.gather(1, beam.unsqueeze(-1).expand(-1, -1, seqs.shape[2])), token.unsqueeze(-1)], 2)
-        if step + 1 == length:
+        keep = torch.ones(m, dtype=torch.bool, device=dev)
+        if targets is not None:
+            keep = (seqs == targets[span_of, : step + 1].to(dev).unsqueeze(1)).all(-1).any(-1)
+            found[span_of[~keep]] = False
+        if step + 1 == length or not keep.any():
             break
-        cache.reorder_cache((torch.arange(n, device=dev).unsqueeze(1) * width + beam).flatten())
-        step_logp, mask, next_pos = extend(model, cache, mask, next_pos, token.view(-1, 1))
+        # One gather both reorders the cache by beam and drops the prefixes already settled.
+        rows = (torch.arange(m, device=dev).unsqueeze(1) * width + beam)[keep].flatten()
+        cache.batch_select_indices(rows)
+        mask, next_pos = mask[rows], next_pos[rows]
+        span_of, scores, seqs, token = span_of[keep], scores[keep], seqs[keep], token[keep]
+        step_logp, mask, next_pos = extend(model, cache, mask, next_pos, token.reshape(-1, 1))
         logp = step_logp[:, -1]
-    return list(seqs.cpu())
+    return found.tolist() if targets is not None else list(seqs.cpu())
 
 
 @torch.no_grad()
@@ -111,3 +145,78 @@ def sequence_logprobs(model, prefix: torch.Tensor, seqs: torch.Tensor) -> torch.
         step_logp, _, _ = extend(model, cache, mask.expand(m, -1), next_pos.expand(m), seqs[:, :-1])
         total = total + step_logp.gather(-1, seqs[:, 1:].unsqueeze(-1).to(logp.device)).squeeze(-1).sum(1)
     return total.cpu()
+
+
+def _chunks_by_length(lengths: list[int], size: int):
+    """Index groups of equal length, at most `size` each."""
+    by_length: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        by_length.setdefault(n, []).append(i)
+    for n, members in sorted(by_length.items()):
+        for lo in range(0, len(members), size):
+            yield n, members[lo: lo + size]
+
+
+@torch.no_grad()
+def rank_among(model, prefixes: list[torch.Tensor], truths: list[torch.Tensor],
+               others: list[list[list[int]]], max_rows: int = 100) -> list[tuple[float, int]]:
+    """For each prefix, the 1-based rank of its truth among itself and its `others` by total log-likelihood.
+
+    Ties count half. Every sequence of a prefix must have the truth's length. Exact, but cheap when the
+    model knows the truth: log-probabilities only add up negatively, so a candidate whose first token alone
+    is less likely than the whole truth can never overtake it and is not scored further.
+    Returns (rank, number of ranked sequences) per prefix.
+    """
+    lengths = [len(t) for t in truths]
+    if any(len(o) != n for seqs, n in zip(others, lengths, strict=True) for o in seqs):
+        raise ValueError("every candidate must have as many tokens as its truth")
+    out: list[tuple[float, int] | None] = [None] * len(prefixes)
+    per_chunk = max(1, max_rows // max(1, max((len(o) for o in others), default=1)))
+    for length, idx in _chunks_by_length(lengths, per_chunk):
+        for i, result in zip(idx, _rank_chunk(model, [prefixes[i] for i in idx], [truths[i] for i in idx],
+                                               [others[i] for i in idx], length), strict=True):
+            out[i] = result
+    return out
+
+
+def _rows_of(cache, owner: torch.Tensor) -> None:
+    """Make the cache hold row `owner[j]` of itself at row j (in place)."""
+    layers = getattr(cache, "layers", None)
+    if layers and len(owner) and bool((owner == owner[0]).all()):
+        # One prefix for every row: a broadcast view, copied once by the next forward's cache update, rather
+        # than a gather that copies it once more.
+        for layer in layers:
+            layer.keys = layer.keys[owner[:1]].expand(len(owner), *layer.keys.shape[1:])
+            layer.values = layer.values[owner[:1]].expand(len(owner), *layer.values.shape[1:])
+    else:
+        cache.batch_select_indices(owner)
+
+
+def _rank_chunk(model, prefixes, truths, others, length):
+    logp, cache, mask, next_pos = prefix_state(model, prefixes)
+    dev = logp.device
+    truth = torch.stack(truths).to(dev)
+    truth_total = logp.gather(1, truth[:, :1]).squeeze(1)
+    if length > 1:
+        step_logp, _, _ = extend(model, copy.deepcopy(cache), mask, next_pos, truth[:, :-1])
+        truth_total = truth_total + step_logp.gather(-1, truth[:, 1:].unsqueeze(-1)).squeeze(-1).sum(1)
+    owner = torch.tensor([s for s, seqs in enumerate(others) for _ in seqs], dtype=torch.long, device=dev)
+    higher = torch.zeros(len(prefixes), device=dev)
+    ties = torch.zeros(len(prefixes), device=dev)
+    if len(owner):
+        seqs = torch.tensor([o for group in others for o in group], dtype=torch.long, device=dev)
+        total = logp[owner, seqs[:, 0]]
+        alive = total >= truth_total[owner]
+        owner, seqs, total = owner[alive], seqs[alive], total[alive]
+        _rows_of(cache, owner)
+        mask, next_pos = mask[owner], next_pos[owner]
+        # The first token's log-probability came with the prefix: most candidates of a model that knows the
+        # truth fall behind there. The rest are scored in one pass (pruning token by token again would copy the
+        # cache at every step, which costs more than it saves).
+        if length > 1 and len(owner):
+            step_logp, _, _ = extend(model, cache, mask, next_pos, seqs[:, :-1])
+            total = total + step_logp.gather(-1, seqs[:, 1:].unsqueeze(-1)).squeeze(-1).sum(1)
+        higher.index_add_(0, owner, (total > truth_total[owner]).float())
+        ties.index_add_(0, owner, (total == truth_total[owner]).float())
+    return [(1 + float(h) + 0.5 * float(e), 1 + len(o))
+            for h, e, o in zip(higher.tolist(), ties.tolist(), others, strict=True)]

@@ -8,9 +8,9 @@ import torch
 from helpers import tiny_model
 
 from privloc import attacks
-from privloc.candidates import CandidateSets, chance_exposure, chance_mrr, exposure_from_rank, rank_truth
+from privloc.candidates import CandidateSets, chance_exposure, chance_mrr, exposure_from_rank
 from privloc.config import AttackConfig
-from privloc.search import beam_search, left_pad, prefix_state, sequence_logprobs
+from privloc.search import beam_finds, beam_search, left_pad, prefix_state, rank_among, sequence_logprobs
 from privloc.tokenizer import train_tokenizer
 
 
@@ -20,7 +20,7 @@ class _NoCache:
     def batch_repeat_interleave(self, n):
         pass
 
-    def reorder_cache(self, index):
+    def batch_select_indices(self, index):
         pass
 
 
@@ -64,13 +64,43 @@ def test_beam_finds_the_truth_exactly_when_its_rank_is_within_the_width(rank, wi
     beams = beam_search(oracle, [torch.tensor([5, 7, 0])], [len(TRUTH)], width)[0]
     assert beams.shape == (width, len(TRUTH))
     assert bool((beams == torch.tensor(TRUTH)).all(1).any()) == (rank <= width)
+    assert beam_finds(oracle, [torch.tensor([5, 7, 0])], [torch.tensor(TRUTH)], width) == [rank <= width]
 
 
 @pytest.mark.parametrize("rank", [1, 2, 4, 7])
 def test_candidate_rank_is_the_oracle_rank(rank):
     oracle = OracleLM(TRUTH, rank)
-    got, n = rank_truth(oracle, torch.tensor([5, 0]), TRUTH, oracle.better + oracle.worse)
+    [(got, n)] = rank_among(oracle, [torch.tensor([5, 0])], [torch.tensor(TRUTH)], [oracle.better + oracle.worse])
     assert (got, n) == (rank, rank + 6)
+
+
+def test_pruned_ranking_equals_scoring_every_candidate_in_full():
+    model = tiny_model(seed=5)
+    gen = torch.Generator().manual_seed(0)
+    prefixes = [torch.randint(1, 50, (n,), generator=gen) for n in (5, 3, 7, 4)]
+    truths = [torch.randint(1, 50, (n,), generator=gen) for n in (3, 3, 2, 4)]
+    # The first truth is the model's own greedy continuation, so most candidates are pruned early.
+    truths[0] = model.generate(prefixes[0].unsqueeze(0), max_new_tokens=3, do_sample=False,
+                               pad_token_id=0)[0, len(prefixes[0]):]
+    others = [torch.randint(1, 50, (30, len(t)), generator=gen).tolist() for t in truths]
+    got = rank_among(model, prefixes, truths, others, max_rows=40)
+    for p, t, o, (rank, n) in zip(prefixes, truths, others, got, strict=True):
+        scores = sequence_logprobs(model, p, torch.stack([t, *map(torch.tensor, o)]))
+        want = 1 + (scores[1:] > scores[0]).sum().item() + 0.5 * (scores[1:] == scores[0]).sum().item()
+        assert (rank, n) == (want, 31)
+
+
+def test_early_exit_beam_agrees_with_the_full_search():
+    model = tiny_model(seed=6)
+    gen = torch.Generator().manual_seed(1)
+    prefixes = [torch.randint(1, 50, (n,), generator=gen) for n in (4, 6, 3, 5, 2)]
+    full = beam_search(model, prefixes, [3, 3, 4, 2, 3], 4)
+    # Targets: one of the final beams for some prefixes, a random sequence for the others.
+    targets = [full[0][2], torch.randint(1, 50, (3,), generator=gen), full[2][0], full[3][3],
+               torch.randint(1, 50, (3,), generator=gen)]
+    want = [bool((b == t).all(1).any()) for b, t in zip(full, targets, strict=True)]
+    assert want[:4] == [True, want[1], True, True]
+    assert beam_finds(model, prefixes, targets, 4) == want
 
 
 def test_left_padded_prefixes_score_as_if_alone():

@@ -60,9 +60,10 @@ def test_activation_contrast_is_a_deterministic_ranking(model, enc, pii):
     assert_ranking(ranking, masker.n_neurons)
     assert np.array_equal(ranking, activation_contrast(model, enc, masker, pii, batch_size=3))
     assert no_hooks(model)
-    # Batching only regroups the sums.
+    # Batching only regroups the sums; the float32 activations themselves may round differently in another
+    # batch shape (the BLAS picks its kernel by shape), by ~1e-7.
     np.testing.assert_allclose(activation_contrast_scores(model, enc, masker, pii, batch_size=1),
-                               activation_contrast_scores(model, enc, masker, pii, batch_size=16), atol=1e-9)
+                               activation_contrast_scores(model, enc, masker, pii, batch_size=16), atol=1e-6)
 
 
 def test_activation_contrast_ignores_an_attached_mask(model, enc, pii):
@@ -146,8 +147,8 @@ def test_activation_contrast_with_a_contrast_corpus(model, enc, pii):
     plain = activation_contrast_scores(model, enc, masker, pii)
     with_corpus = activation_contrast_scores(model, enc, masker, pii, batch_size=2, enc_contrast=enc)
     assert not np.allclose(plain, with_corpus)
-    # Batching only regroups the sums, on the contrast corpus too.
+    # Batching only regroups the sums, on the contrast corpus too (up to float32 rounding, as above).
     np.testing.assert_allclose(with_corpus, activation_contrast_scores(model, enc, masker, pii, batch_size=16,
-                                                                       enc_contrast=enc), atol=1e-9)
+                                                                       enc_contrast=enc), atol=1e-6)
     assert_ranking(activation_contrast(model, enc, masker, pii, enc_contrast=enc), masker.n_neurons)
     assert no_hooks(model)
