@@ -14,8 +14,8 @@ endif
 BUILD ?= build/$(PROFILE)
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 EXECUTED := $(patsubst notebooks/%.ipynb,$(BUILD)/%.ipynb,$(NOTEBOOKS))
-# bench.py, check.py and peak.py measure and compare the pipeline; they do not change what it produces.
-SOURCES := $(filter-out privloc/bench.py privloc/check.py privloc/peak.py,$(wildcard privloc/*.py))
+# bench*.py, check.py and peak.py measure and compare the pipeline; they do not change what it produces.
+SOURCES := $(filter-out privloc/bench.py privloc/bench_attacks.py privloc/check.py privloc/peak.py,$(wildcard privloc/*.py))
 
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .artifacts import atomic_write_text
+from .bench_attacks import attack_times, render_attack_times
 from .config import PROFILES, LocalizeConfig, ModelConfig
 from .data import KINDS
 from .localize import localize, pii_loss
@@ -242,7 +243,8 @@ def machine() -> dict:
 
 def render(info: dict, ratio: dict | None = None, notebooks: dict | None = None, expected: list[str] | None = None,
            make: dict | None = None, memory: dict | None = None, table: pd.DataFrame | None = None,
-           quick: bool = False, peaks: dict | None = None, build_dir: str | None = None) -> str:
+           quick: bool = False, peaks: dict | None = None, build_dir: str | None = None,
+           attacks: dict | None = None) -> str:
     """The Markdown report; a section whose measurement is None says it was not measured."""
     lines = ["# privloc benchmark", "",
              f"- date: {info['date']}{' (quick run: few repeats, rough numbers)' if quick else ''}",
@@ -302,6 +304,8 @@ def render(info: dict, ratio: dict | None = None, notebooks: dict | None = None,
         lines += [f"A second `make figures` with everything up to date takes {make['seconds']:.2f} s "
                   f"(target ≤ 5 s).", ""]
 
+    lines += render_attack_times(attacks)
+
     lines += ["## Peak memory of a localisation run", ""]
     if memory is None:
         lines += ["Not measured.", ""]
@@ -342,8 +346,10 @@ def run(out="figures/bench.md", quick: bool = False, build_dir="build/default", 
     print(f"peak memory: {memory['peak_mib']:.0f} MiB", flush=True)
     table = scaling(repeats=2 if quick else 5, warmup=1 if quick else 2)
     print(table.to_string(index=False), flush=True)
+    attacks = attack_times()
+    print(f"attack suite per state: {attacks}", flush=True)
     text = render(info, ratio, notebooks, expected, make, memory, table, quick, notebook_peaks(build_dir),
-                  str(build_dir))
+                  str(build_dir), attacks)
     atomic_write_text(out, text)
     print(f"wrote {out}", flush=True)
     return text

@@ -171,3 +171,19 @@ def test_peak_adds_up_processes_that_run_side_by_side(tmp_path):
     subprocess.run([sys.executable, "-m", "privloc.peak", str(out), "--", sys.executable, "-c", script], check=True)
     record = json.loads(out.read_text())
     assert record["single_process_peak_mib"] < 250 < record["peak_mib"]
+
+
+def test_attack_times_read_the_cached_suite_runs(tmp_path):
+    from privloc.artifacts import write_json
+    from privloc.bench_attacks import attack_times, render_attack_times
+
+    assert attack_times(tmp_path) is None
+    for i, seconds in enumerate((2.0, 4.0, 9.0)):
+        write_json(tmp_path / "attacks" / "echr" / f"k{i}" / "attacks.json", {"seconds": seconds, "per_span": {}})
+    write_json(tmp_path / "attacks" / "echr" / "b0" / "beam.json", {"seconds": 1.5, "found": []})
+    times = attack_times(tmp_path)
+    assert times == {"echr": {"states": 3, "median_s": 4.0, "max_s": 9.0, "sweep_beams": 1,
+                              "sweep_beam_median_s": 1.5}}
+    text = "\n".join(render_attack_times(times))
+    assert "| echr | 3 | 4.0 | 9.0 | 1 | 1.5 |" in text
+    assert "attack_suite_seconds_per_state_max = 9.0" in text
