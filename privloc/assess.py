@@ -21,8 +21,9 @@ from .attacks import AttackResult, attack_suite, beam_attack, exposure_table
 from .candidates import CandidateSets, candidate_pool
 from .config import AttackConfig, Profile, get_profile
 from .data import CATEGORIES
+from .metrics import perplexity
 from .mitigate import masked
-from .pipeline import Victim, memorisation_metrics
+from .pipeline import Victim
 
 
 @cache
@@ -104,12 +105,21 @@ def attack(v: Victim, neuron_ids=None, components=None, profile: str | Profile =
 
 def state_row(v: Victim, neuron_ids=None, components=None, profile: str | Profile = "default",
               model=None, label: str = "") -> dict:
-    """One row of Table 1: exact match on every assoc span and perplexity, then every attack at the budget."""
+    """One row of Table 1: every attack at the budget, exact match per category and non-PII perplexity.
+
+    Exact match (`em_assoc`, `em_<CATEGORY>`) is greedy extraction over the suite's pass spans: every eligible
+    assoc span by default (`AttackConfig.pass_spans`), so it equals notebook 02's metric.
+    """
     target = v.model if model is None else model
     off = neuron_ids is not None and len(neuron_ids) > 0
     with masked(target, neuron_ids, components) if off else contextlib.nullcontext():
-        row = memorisation_metrics(target, v.corpus)
+        row = perplexity(target, v.corpus.enc_valid)
     result = attack(v, neuron_ids, components, profile, model=model, label=label)
+    frame = result.per_span
+    row["em_assoc"] = float(frame["greedy"].mean())
+    for category in CATEGORIES:
+        here = frame.loc[frame["category"] == category, "greedy"]
+        row[f"em_{category}"] = float(here.mean()) if len(here) else float("nan")
     row.update(result.summary())
     row["attack_seconds"] = result.seconds
     return row
@@ -127,11 +137,12 @@ def calibration(v: Victim, profile: str | Profile = "default", scrubbed: Victim 
     """Table 5: exposure and MRR of memorised PII, of unseen PII and of the scrubbed victim, beside chance.
 
     Only the candidate attack matters here, so no beam search runs, and every span of the pass sample is
-    ranked (more spans per category than the suite's `search_spans`). `at_chance` says whether exposure is
+    ranked (`calibration_spans`: more per category than the suite's `search_spans`). `at_chance` says whether exposure is
     within `tolerance` bits of its chance value.
     """
     profile = get_profile(profile)
-    wide = replace(profile, attack=replace(profile.attack, search_spans=profile.attack.pass_spans))
+    spans = profile.attack.calibration_spans
+    wide = replace(profile, attack=replace(profile.attack, pass_spans=spans, search_spans=spans))
     results = {"memorised": attack(v, profile=wide, beam_widths=()),
                "unseen": attack(v, profile=wide, beam_widths=(), split="valid")}
     if scrubbed is not None:

@@ -37,8 +37,8 @@ BLACK_BOX = ("greedy", "beam", "sample", "candidates")
 ATTACKS = (*BLACK_BOX, "logit_lens")
 
 
-def sample_spans(enc: Encoded, n: int, seed: int = 0, rows=None) -> list[int]:
-    """Indices of up to `n` assoc spans in a seeded random order (so any first m of them are a sample too).
+def sample_spans(enc: Encoded, n: int | None, seed: int = 0, rows=None) -> list[int]:
+    """Indices of up to `n` (None: all) assoc spans in a seeded random order (any first m are a sample too).
 
     Only spans whose row is in the corpus and not cut by truncation qualify; `rows` limits them to those
     documents (held-out contexts). The order depends only on the corpus, the rows and the seed, so every
@@ -50,7 +50,7 @@ def sample_spans(enc: Encoded, n: int, seed: int = 0, rows=None) -> list[int]:
                 if s.kind == "assoc" and 1 <= s.tok_start < s.tok_end <= length
                 and (allowed is None or s.doc in allowed)]
     order = np.random.default_rng(seed).permutation(len(eligible))
-    return [eligible[j] for j in order[:n]]
+    return [eligible[j] for j in (order if n is None else order[:n])]
 
 
 def _lens_parts(model):
