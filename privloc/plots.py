@@ -143,6 +143,10 @@ def sensitivity_curves(curve: pd.DataFrame, baseline: dict):
     axes[0].axhline(baseline["em_assoc"], color="grey", linestyle=":", label="original")
     if "leak_any" in baseline:
         axes[1].axhline(baseline["leak_any"], color="grey", linestyle=":")
+    # The full range, and the same k axis as the exact-match panel: a zoomed axis would make a 0.01 change
+    # look like a fall.
+    axes[1].set_ylim(-0.03, 1.03)
+    axes[1].set_xlim(axes[0].get_xlim())
     axes[2].axhline(baseline["ppl_nonpii"], color="grey", linestyle=":")
     axes[3].scatter([baseline["ppl_nonpii"]], [baseline["em_assoc"]], color="grey", marker="*", s=80, zorder=3)
     # Perplexity can explode for some methods at large k: a log axis keeps the small changes visible.
@@ -187,8 +191,14 @@ def attack_budget(table: pd.DataFrame, attacks=("greedy", "beam", "sample", "can
                 ax.set_ylabel(f"{name}\nleakage (fraction)")
             if r == len(datasets) - 1:
                 ax.set_xlabel("budget B")
-    axes[0, -1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    # One legend for the whole figure: not every dataset has every method (the scrubbed victim).
+    labels = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            labels.setdefault(label, handle)
+    fig.legend(labels.values(), labels.keys(), fontsize=8, loc="upper center", ncol=len(labels),
+               bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
 
