@@ -70,7 +70,12 @@ class LocalizeConfig:
     # If set, a Lagrangian pulls the expected closed share to this value and the privacy neurons are the
     # top target_share·N by P(closed); if None, a fixed λ_0 and the gates whose deterministic value is 0.
     target_share: float | None = 0.03
-    loss: str = "unlikelihood"  # or "neg_ce"
+    # How the target share is held: "lagrangian" (multipliers by gradient ascent, CoFiPruning) or
+    # "projection" (after each step every log α is shifted by the one constant that puts the expected closed
+    # share exactly at the target; localize.share_shift).
+    share_control: str = "lagrangian"
+    loss: str = "unlikelihood"  # or "neg_ce", "margin", "entropy" (localize.pii_loss)
+    margin_rank: int = 10  # the margin loss pushes each target below this many other tokens
     kinds: tuple[str, ...] = ("assoc",)  # PII targets to suppress
     # Only the first token of each PII span is a target: it is what the model must recall from the context
     # (the subject); later tokens continue a span already begun, and suppressing them spends neurons on

@@ -8,6 +8,7 @@ targets of the same batch, R the expected share of closed gates. Only log α is 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,8 +53,21 @@ class Localization:
         return self.n_closed / self.masker.n_neurons
 
 
-def pii_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "unlikelihood") -> torch.Tensor:
-    """Mean over PII target positions of −log(1 − p(target)) (or the clipped −CE), logits [M, V], targets [M]."""
+PII_LOSSES = ("unlikelihood", "neg_ce", "margin", "entropy")
+
+
+def pii_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "unlikelihood", margin_rank: int = 10,
+             margin: float = 1.0) -> torch.Tensor:
+    """Mean over PII target positions of the suppression loss, logits [M, V], targets [M].
+
+    - ``unlikelihood``: −log(1 − p(target));
+    - ``neg_ce``: −CE, clipped;
+    - ``margin``: softplus(z_target − z_(r) + margin), z_(r) the `margin_rank`-th largest logit among the other
+      tokens: zero only once the target ranks below `margin_rank` others, which a candidate list or a beam of
+      that width no longer finds from this token;
+    - ``entropy``: log V − H(p), the maximum-entropy objective (Patil, Hase & Bansal): the prediction at a PII
+      position says nothing.
+    """
     if targets.numel() == 0:
         return logits.sum() * 0.0
     log_norm = torch.logsumexp(logits, dim=-1)
@@ -64,7 +78,15 @@ def pii_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "unlikelih
     if kind == "neg_ce":
         nll = log_norm - logits.gather(-1, targets[:, None]).squeeze(-1)
         return -nll.clamp(max=10.0).mean()
-    raise ValueError(f"unknown PII loss {kind!r}: expected 'unlikelihood' or 'neg_ce'")
+    if kind == "margin":
+        others = logits.scatter(-1, targets[:, None], float("-inf"))
+        rival = others.topk(min(margin_rank, others.shape[-1] - 1), dim=-1).values[:, -1]
+        return F.softplus(logits.gather(-1, targets[:, None]).squeeze(-1) - rival + margin).mean()
+    if kind == "entropy":
+        logp = logits.log_softmax(-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        return (math.log(logits.shape[-1]) - entropy).mean()
+    raise ValueError(f"unknown PII loss {kind!r}: expected one of {', '.join(PII_LOSSES)}")
 
 
 def _penalty_weights(masker: NeuronMasker, penalty: str) -> torch.Tensor:
@@ -81,6 +103,26 @@ def _penalty_weights(masker: NeuronMasker, penalty: str) -> torch.Tensor:
         sizes = torch.bincount(cell).float()
         return 1.0 / (sizes[cell] * len(sizes))
     raise ValueError(f"unknown penalty {penalty!r}: expected 'neuron' or 'cell'")
+
+
+def share_shift(gates, weights: torch.Tensor, target: float, iterations: int = 60) -> float:
+    """The constant c such that shifting every log α by c makes the expected closed share exactly `target`.
+
+    The share falls monotonically as c grows, so bisection finds c. Adding it after each step projects the
+    gates back onto the budget: the objective decides *which* gates close, the projection *how many* (in
+    expectation), and the top target·N by P(closed) are then the gates training actually closed.
+    """
+    offset = gates.beta * math.log(-gates.gamma / gates.zeta)
+    log_alpha = gates.log_alpha.detach()
+
+    def share(c: float) -> float:
+        return float(((1 - torch.sigmoid(log_alpha + c - offset)) * weights).sum())
+
+    lo, hi = -60.0, 60.0
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if share(mid) > target else (lo, mid)
+    return (lo + hi) / 2
 
 
 def _rows_with_targets(mask: torch.Tensor) -> torch.Tensor:
@@ -106,6 +148,8 @@ def localize(
     the victim knew before. With `cfg.keep_batch` off, it is the whole keep term.
     """
     cfg = cfg or LocalizeConfig()
+    if cfg.share_control not in ("lagrangian", "projection"):
+        raise ValueError(f"unknown share_control {cfg.share_control!r}: expected 'lagrangian' or 'projection'")
     use_keep_corpus = enc_keep is not None and cfg.keep_batch_size > 0
     if not cfg.keep_batch and not use_keep_corpus:
         raise ValueError("keep_batch=False leaves nothing to keep: pass enc_keep with keep_batch_size > 0")
@@ -156,7 +200,7 @@ def localize(
                     keep_terms.append(F.cross_entropy(keep_logits, targets[keep]))
                 else:
                     pii_logits = next_token_logits(model, ids, attention, pii)
-                loss_pii = pii_loss(pii_logits, targets[pii], cfg.loss)
+                loss_pii = pii_loss(pii_logits, targets[pii], cfg.loss, cfg.margin_rank)
                 if use_keep_corpus:
                     extra = torch.randperm(len(enc_keep), generator=generator)[: cfg.keep_batch_size]
                     x, m = (t.to(device) for t in trim(enc_keep.input_ids[extra], enc_keep.attention_mask[extra]))
@@ -167,15 +211,19 @@ def localize(
                 loss = loss_pii + cfg.lambda_keep * loss_keep
                 if cfg.target_share is None:
                     loss = loss + cfg.lambda_0 * share
-                else:
+                elif cfg.share_control == "lagrangian":
                     gap = share - cfg.target_share
                     loss = loss + lagrange[0] * gap + lagrange[1] * gap**2
                 optimizer.zero_grad(set_to_none=True)
                 lagrange_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                if cfg.target_share is not None:
+                if cfg.target_share is not None and cfg.share_control == "lagrangian":
                     lagrange_opt.step()
+                if cfg.target_share is not None and cfg.share_control == "projection":
+                    with torch.no_grad():
+                        log_alpha += share_shift(masker.gates, penalty_weights, cfg.target_share)
+                    share = (masker.gates.p_closed() * penalty_weights).sum()
                 with torch.no_grad():
                     n_closed = int((masker.gates.deterministic() == 0).sum())
                     expected_closed = float(masker.gates.p_closed().sum())

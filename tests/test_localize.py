@@ -91,3 +91,28 @@ def test_keep_corpus_alone(model, enc):
     assert not torch.equal(alone.masker.gates.log_alpha, both.masker.gates.log_alpha)
     history = pd.DataFrame(alone.history)
     assert history["loss_keep"].notna().all() and len(alone.closed_ids()) == round(0.05 * alone.masker.n_neurons)
+
+
+@pytest.mark.parametrize("target", [0.01, 0.02, 0.04, 0.08])
+def test_projection_holds_the_expected_closed_share_at_the_target(memorising, enc, target):
+    cfg = replace(BASE, steps=30, target_share=target, share_control="projection")
+    loc = localize(memorising, enc, cfg, progress=False)
+    assert all(abs(h["expected_closed_share"] - target) < 1e-4 for h in loc.history)
+    expected = float(loc.masker.gates.p_closed().sum())
+    assert expected == pytest.approx(target * loc.masker.n_neurons, rel=1e-3)
+    assert loc.n_closed == round(target * loc.masker.n_neurons)
+
+
+def test_an_unknown_share_control_is_refused(memorising, enc):
+    with pytest.raises(ValueError, match="share_control"):
+        localize(memorising, enc, replace(BASE, steps=1, share_control="fixed"), progress=False)
+
+
+@pytest.mark.parametrize("kind", ["margin", "entropy"])
+def test_the_new_suppression_losses_are_zero_only_when_nothing_is_left_to_find(kind):
+    logits = torch.tensor([[5.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    targets = torch.tensor([0, 0])
+    per_row = [pii_loss(logits[i:i + 1], targets[i:i + 1], kind, margin_rank=2) for i in range(2)]
+    assert per_row[0] > per_row[1]
+    if kind == "entropy":
+        assert per_row[1].item() == pytest.approx(0.0, abs=1e-6)  # a uniform prediction says nothing
