@@ -7,7 +7,6 @@ as JSON under a key of the victim, the neuron set, the documents and the attack 
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import replace
 from functools import cache
@@ -31,18 +30,15 @@ def _pool(size: int, seed: int) -> dict[str, list[str]]:
     return candidate_pool(CATEGORIES, size, seed)
 
 
-def candidate_sets(v: Victim, cfg: AttackConfig) -> CandidateSets:
-    """The length-matched candidate sets of the victim's tokenizer (the pool is shared by every corpus)."""
-    return CandidateSets(v.corpus.tokenizer, _pool(cfg.pool_size, cfg.seed), cfg.n_candidates, cfg.seed)
-
-
 _SETS: dict[tuple, CandidateSets] = {}
 
 
-def _sets_for(v: Victim, cfg: AttackConfig) -> CandidateSets:
+def candidate_sets(v: Victim, cfg: AttackConfig) -> CandidateSets:
+    """The length-matched candidate sets of the victim's tokenizer, one per corpus and setting in a process
+    (they keep the pool's tokenizations; the pool itself is shared by every corpus)."""
     key = (str(v.corpus.path), cfg.pool_size, cfg.n_candidates, cfg.seed)
     if key not in _SETS:
-        _SETS[key] = candidate_sets(v, cfg)
+        _SETS[key] = CandidateSets(v.corpus.tokenizer, _pool(cfg.pool_size, cfg.seed), cfg.n_candidates, cfg.seed)
     return _SETS[key]
 
 
@@ -72,12 +68,10 @@ def attack(v: Victim, neuron_ids=None, components=None, profile: str | Profile =
     state = [v.path.name, label, split, ids, list(components or ()), doc_rows, cfg]
     target = v.model if model is None else model
 
-    def switched_off():
-        return masked(target, ids, components) if ids else contextlib.nullcontext()
-
     def build(folder: Path) -> None:
-        with switched_off():
-            result = attack_suite(target, corpus, _sets_for(v, cfg), cfg, rows=doc_rows, beam_widths=core_widths)
+        with masked(target, ids, components):
+            result = attack_suite(target, corpus, candidate_sets(v, cfg), cfg, rows=doc_rows,
+                                  beam_widths=core_widths)
         artifacts.write_json(folder / "attacks.json", {
             "seconds": result.seconds, "per_span": result.per_span.reset_index().to_dict(orient="list")})
 
@@ -89,7 +83,7 @@ def attack(v: Victim, neuron_ids=None, components=None, profile: str | Profile =
     for width in (w for w in widths if w not in core_widths):
         def build_beam(folder: Path, width=width) -> None:
             start = time.perf_counter()
-            with switched_off():
+            with masked(target, ids, components):
                 found = beam_attack(target, corpus, search, width)
             artifacts.write_json(folder / "beam.json", {"seconds": time.perf_counter() - start,
                                                         "found": [bool(x) for x in found]})
@@ -111,8 +105,7 @@ def state_row(v: Victim, neuron_ids=None, components=None, profile: str | Profil
     assoc span by default (`AttackConfig.pass_spans`), so it equals notebook 02's metric.
     """
     target = v.model if model is None else model
-    off = neuron_ids is not None and len(neuron_ids) > 0
-    with masked(target, neuron_ids, components) if off else contextlib.nullcontext():
+    with masked(target, neuron_ids, components):
         row = perplexity(target, v.corpus.enc_valid)
     result = attack(v, neuron_ids, components, profile, model=model, label=label)
     frame = result.per_span

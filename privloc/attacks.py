@@ -118,8 +118,7 @@ def token_attacks(model, enc: Encoded, spans: list[int], cfg: AttackConfig, batc
                     kept = torch.where(final >= kth, final, torch.full_like(final, float("-inf")))
                     log_p = (kept.gather(-1, truth.unsqueeze(-1)).squeeze(-1) - kept.logsumexp(-1)).sum()
                     records[i] = {"greedy": bool((final.argmax(-1) == truth).all()),
-                                  "log_p_sample": float(log_p), "rank_max": int(ranks[-1].max()),
-                                  "lens_rank_max": int(ranks.min(0).values.max())}
+                                  "log_p_sample": float(log_p), "lens_rank_max": int(ranks.min(0).values.max())}
     finally:
         model.train(was_training)
     return pd.DataFrame([records[i] for i in spans], index=pd.Index(spans, name="span"))
@@ -227,7 +226,7 @@ def summarize(frame: pd.DataFrame, budget: int) -> dict:
 def exposure_table(ranked: pd.DataFrame) -> dict:
     """Mean exposure and MRR of ranked spans, each with its chance value for the same candidate-set sizes."""
     if ranked.empty:
-        return {k: math.nan for k in ("exposure", "exposure_chance", "exposure_max", "mrr", "mrr_chance")}
+        return {k: math.nan for k in ("exposure", "exposure_chance", "exposure_max", "mrr", "mrr_chance", "n_ranked")}
     n = ranked["n_ranked"].astype(int)
     return {
         "exposure": float(np.mean([exposure_from_rank(r, k) for r, k in zip(ranked["cand_rank"], n, strict=True)])),

@@ -77,7 +77,13 @@ def deactivate(model: nn.Module, neuron_ids, components: Sequence[str] = COMPONE
 
 @contextmanager
 def masked(model: nn.Module, neuron_ids, components: Sequence[str] = COMPONENTS) -> Iterator[nn.Module]:
-    """Within the block, `model` runs with the listed neurons closed (hooks, no copy); exactly restored on exit."""
+    """Within the block, `model` runs with the listed neurons closed (hooks, no copy); exactly restored on exit.
+
+    No neurons (None or empty) leave the model as it is, without hooks.
+    """
+    if neuron_ids is None or len(neuron_ids) == 0:
+        yield model
+        return
     masker = NeuronMasker(model, components)
     masker.set_hard(neuron_ids)
     with masker.applied(mode="hard", freeze=False):

@@ -134,19 +134,6 @@ def _beam_chunk(model, prefixes, length, width, targets=None):
     return found.tolist() if targets is not None else list(seqs.cpu())
 
 
-@torch.no_grad()
-def sequence_logprobs(model, prefix: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
-    """Total log-likelihood of each row of `seqs` [M, L] as the continuation of one shared `prefix`."""
-    logp, cache, mask, next_pos = prefix_state(model, [prefix])
-    total = logp[0, seqs[:, 0].to(logp.device)]
-    if seqs.shape[1] > 1:
-        m = len(seqs)
-        cache.batch_repeat_interleave(m)
-        step_logp, _, _ = extend(model, cache, mask.expand(m, -1), next_pos.expand(m), seqs[:, :-1])
-        total = total + step_logp.gather(-1, seqs[:, 1:].unsqueeze(-1).to(logp.device)).squeeze(-1).sum(1)
-    return total.cpu()
-
-
 def _chunks_by_length(lengths: list[int], size: int):
     """Index groups of equal length, at most `size` each."""
     by_length: dict[int, list[int]] = {}

@@ -10,7 +10,7 @@ from helpers import tiny_model
 from privloc import attacks
 from privloc.candidates import CandidateSets, chance_exposure, chance_mrr, exposure_from_rank
 from privloc.config import AttackConfig
-from privloc.search import beam_finds, beam_search, left_pad, prefix_state, rank_among, sequence_logprobs
+from privloc.search import beam_finds, beam_search, extend, left_pad, prefix_state, rank_among
 from privloc.tokenizer import train_tokenizer
 
 
@@ -52,6 +52,20 @@ class OracleLM(torch.nn.Module):
 
     def forward(self, input_ids, cache=None, attention_mask=None, position_ids=None, use_cache=False):
         return SimpleNamespace(logits=self.table[input_ids], past_key_values=_NoCache())
+
+
+@torch.no_grad()
+def sequence_logprobs(model, prefix: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
+    """Total log-likelihood of each row of `seqs` [M, L] after one shared `prefix`, every row scored in full:
+    the reference the pruned ranking is checked against."""
+    logp, cache, mask, next_pos = prefix_state(model, [prefix])
+    total = logp[0, seqs[:, 0].to(logp.device)]
+    if seqs.shape[1] > 1:
+        m = len(seqs)
+        cache.batch_repeat_interleave(m)
+        step_logp, _, _ = extend(model, cache, mask.expand(m, -1), next_pos.expand(m), seqs[:, :-1])
+        total = total + step_logp.gather(-1, seqs[:, 1:].unsqueeze(-1).to(logp.device)).squeeze(-1).sum(1)
+    return total.cpu()
 
 
 TRUTH = [101, 102, 103, 104]
