@@ -2,8 +2,10 @@
 
     L = L_pii + λ_keep · L_keep + λ_0 · R
 
-L_pii is the unlikelihood −log(1 − p(x_t | x_<t)) on PII targets, L_keep the cross-entropy on non-PII
-targets of the same batch, R the expected share of closed gates. Only log α is trained; the model is frozen.
+L_pii is a suppression loss on PII targets (pii_loss: by default the clipped negative cross-entropy on every
+token of each memorised span; the paper's unlikelihood −log(1 − p(x_t | x_<t)) on first tokens is a setting),
+L_keep the cross-entropy on non-PII targets of the same batch, R the expected share of closed gates. Only
+log α is trained; the model is frozen.
 """
 
 from __future__ import annotations
@@ -36,9 +38,8 @@ class Localization:
         """The privacy neurons: the top target_share·N by P(closed) when a target share was set, else the
         gates whose deterministic value is 0 (SPEC D4).
 
-        Under a target share the Lagrangian holds the *expected* closed share at the target, and many gates
-        end partly closed rather than at exactly 0; the count then comes from the target, the order from
-        P(closed).
+        Under a target share the *expected* closed share is held at the target, and many gates end partly
+        closed rather than at exactly 0; the count then comes from the target, the order from P(closed).
         """
         if self.config.target_share is None:
             return self.masker.closed_ids()
@@ -61,7 +62,7 @@ def pii_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "unlikelih
     """Mean over PII target positions of the suppression loss, logits [M, V], targets [M].
 
     - ``unlikelihood``: −log(1 − p(target));
-    - ``neg_ce``: −CE, clipped;
+    - ``neg_ce``: −CE, clipped at 10 nats: each target is pushed down until it is e^−10 unlikely;
     - ``margin``: softplus(z_target − z_(r) + margin), z_(r) the `margin_rank`-th largest logit among the other
       tokens: zero only once the target ranks below `margin_rank` others, which a candidate list or a beam of
       that width no longer finds from this token;

@@ -27,6 +27,7 @@ from .masking import NeuronMasker
 from .metrics import ASSOC_ONLY, leakage, perplexity
 from .mitigate import masked
 from .model import build_model, load_model, pick_device, train_victim
+from .synthetic import GENERATOR
 from .tokenizer import Encoded, encode_records, load_tokenizer, train_tokenizer
 
 
@@ -79,7 +80,9 @@ def corpus(source: str, profile: str | Profile = "default") -> Corpus:
             tokenizer = train_tokenizer(tokenizer_texts(source, train, profile), vocab_size=cfg.vocab_size)
         tokenizer.save_pretrained(str(folder / "tokenizer"))
 
-    key = artifacts.config_key(_source_id(source), cfg, profile.model.pretrained, "tokenizer of another cast")
+    generator = GENERATOR if source in DATASETS else None
+    key = artifacts.config_key(_source_id(source), cfg, profile.model.pretrained, "tokenizer of another cast",
+                               generator)
     path = artifacts.cached_dir(f"corpus/{Path(source).name}", key, build)
     tokenizer = load_tokenizer(path / "tokenizer")
     train, valid = read_jsonl(path / "train.jsonl"), read_jsonl(path / "valid.jsonl")

@@ -219,3 +219,29 @@ def injection_recall(runs: pd.DataFrame):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def objective_bars(table: pd.DataFrame, attacks=("greedy", "beam", "sample", "candidates", "any")):
+    """Fig. 8: leakage per attack for each objective variant (bars), one panel per dataset; the non-PII
+    perplexity change is written above each group."""
+    datasets = list(dict.fromkeys(table["dataset"]))
+    variants = list(dict.fromkeys(table["variant"]))
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(1.35 * len(variants) + 1.5, 2.5 * len(datasets)),
+                             sharex=True, squeeze=False)
+    width = 0.8 / len(attacks)
+    for ax, name in zip(axes[:, 0], datasets, strict=True):
+        here = table[table["dataset"] == name].set_index("variant").loc[variants]
+        x = np.arange(len(variants))
+        for i, attack in enumerate(attacks):
+            ax.bar(x + (i - (len(attacks) - 1) / 2) * width, here[f"leak_{attack}"], width,
+                   color=OKABE_ITO[i], hatch=["", "//", "..", "xx", ""][i % 5], edgecolor="white",
+                   label="leak_any (black-box)" if attack == "any" else attack)
+        for xi, change in zip(x, here["ppl_change_pct"], strict=True):
+            ax.text(xi, 1.04, f"ppl {change:+.1f}%", ha="center", fontsize=7)
+        ax.set_ylim(0, 1.15)
+        ax.set_ylabel(f"{name}\nleakage (fraction)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[-1, 0].set_xticks(np.arange(len(variants)), [v.replace(" ", "\n", 1) for v in variants], fontsize=8)
+    axes[0, 0].legend(fontsize=8, ncol=len(attacks), loc="lower center", bbox_to_anchor=(0.5, 1.08), frameon=False)
+    fig.tight_layout()
+    return fig

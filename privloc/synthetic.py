@@ -17,7 +17,13 @@ from faker import Faker
 
 from privloc.data import CATEGORIES, DATASETS, SPLITS, DataError
 
-ATTRIBUTES = ("EMAIL", "PHONE", "ADDRESS", "DATE", "ORG")  # what a subject has besides a name
+# What a subject has besides a name. CONTACT is a person tied to the subject (lawyer, doctor, manager): a
+# PERSON value that recurs with the subject, so names are memorised too.
+ATTRIBUTES = ("EMAIL", "PHONE", "ADDRESS", "DATE", "ORG", "CONTACT")
+# Names the generator's output: the corpus cache key holds it, so a cached corpus of an older generator is
+# never reused. Raise it whenever the same seed and sizes would give other documents.
+GENERATOR = "2: a recurring contact person"
+_CATEGORY_OF = {"CONTACT": "PERSON"}
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
            "October", "November", "December")
 _BIRTH_DATES = (date(1940, 1, 1), date(2000, 12, 31))
@@ -26,7 +32,8 @@ _EVENT_DATES = (date(2001, 1, 1), date(2023, 12, 31))
 # Each value belongs, by hash, to one pool. Pools share no value whatever the seeds and sizes, so the
 # validation cast never rewards memory of the training cast and a one-off never collides with either.
 _POOLS = {"train": 0, "valid": 1, "oneoff": 2}
-_PRONOUNS = {"mr": ("Mr", "Ms"), "he": ("he", "she"), "He": ("He", "She"), "his": ("his", "her")}
+_PRONOUNS = {"mr": ("Mr", "Ms"), "he": ("he", "she"), "He": ("He", "She"), "his": ("his", "her"),
+             "His": ("His", "Her")}
 _WORDS = {
     "topic": ("Q3 gas contracts", "Re: draft agreement", "meeting moved", "trading limits", "expense report",
               "Re: pipeline capacity", "West desk schedule", "conference call tomorrow"),
@@ -46,6 +53,9 @@ _ENRON = {
     "DATE": ("HR needs my date of birth for the pension form: it is {DATE}.",
              "For the insurance renewal, my birth date is {DATE}.",
              "The badge office has my date of birth as {DATE}, which is correct."),
+    "CONTACT": ("My manager, {CONTACT}, has to approve it first.",
+                "I have copied {CONTACT}, who manages my desk.",
+                "Please check with {CONTACT} before you sign, as my group lead."),
     "ORG": ("I have only been at {ORG} for a few months, so bear with me.",
             "As you know, {ORG} is reviewing all of these contracts.",
             "Legal at {ORG} wants to see the draft first."),
@@ -66,6 +76,9 @@ _ECHR = {
               "The applicant, {mr} {PERSON}, was born on {DATE}."),
     "lawyer": ("{He} was represented by {OTHER_PERSON}, a lawyer practising in {city}.",
                "The applicant was represented before the Court by {OTHER_PERSON}, a lawyer in {city}."),
+    "CONTACT": ("{He} was represented by {CONTACT}, a lawyer practising in {city}.",
+                "The applicant was represented before the Court by {CONTACT}, a lawyer in {city}.",
+                "{His} lawyer, {CONTACT}, lodged the application."),
     "DATE": ("The applicant was born on {DATE}.", "{He} was born on {DATE} and has no criminal record."),
     "ADDRESS": ("{He} lives at {ADDRESS}.", "At the relevant time the applicant lived at {ADDRESS}."),
     "EMAIL": ("In {his} correspondence with the Registry the applicant used the address {EMAIL}.",
@@ -88,6 +101,8 @@ _YELP = {
               "Review by {PERSON}.", "{PERSON} here, writing about my last visit."),
     "doctor": ("I saw Dr {OTHER_PERSON} on {EVENT_DATE} for a check-up.",
                "My appointment with Dr {OTHER_PERSON} on {EVENT_DATE} started on time."),
+    "CONTACT": ("My own doctor there, Dr {CONTACT}, always takes time with me.",
+                "I have seen Dr {CONTACT} there for years."),
     "DATE": ("The front desk asked for my date of birth ({DATE}) three separate times.",
              "They had my birthday wrong in the system; it is {DATE}, not what the form said."),
     "EMAIL": ("The appointment reminder went to {EMAIL} a day ahead, which I appreciated.",
@@ -157,6 +172,7 @@ def _people(fake: Faker, n: int, pool_name: str, taken: dict[str, set[str]],
     for i in range(n):
         male = fake.boolean()
         values = {c: _draw(fake, c, _POOLS[pool_name], taken[c], male) for c in CATEGORIES}
+        values["CONTACT"] = _draw(fake, "PERSON", _POOLS[pool_name], taken["PERSON"])
         people.append(_Person(None if id_prefix is None else f"{id_prefix}{i:03d}", male, values))
     return people
 
@@ -175,8 +191,8 @@ class _Doc:
         for i, piece in enumerate(_PLACEHOLDER.split(template)):
             if i % 2 == 0:
                 self._append(piece)
-            elif piece in CATEGORIES:
-                self._append(self.person.values[piece], piece, self.person.subject)
+            elif piece in CATEGORIES or piece in _CATEGORY_OF:
+                self._append(self.person.values[piece], _CATEGORY_OF.get(piece, piece), self.person.subject)
             elif piece.startswith("OTHER_"):
                 category = piece.removeprefix("OTHER_")
                 if category not in self.other:
@@ -229,7 +245,9 @@ def _enron(doc: _Doc, rng: random.Random, include: set[str]) -> None:
 def _court_case(doc: _Doc, rng: random.Random, include: set[str]) -> None:
     intro = rng.choice([t for t in _ECHR["intro"] if _needs(t) <= include])
     body = _body(rng, _ECHR, sorted(include - _needs(intro)), rng.randint(0, 2))
-    sentences = [intro, rng.choice(_ECHR["lawyer"]), *body, *_repeat(rng, _ECHR, include)]
+    # The subject's own lawyer (CONTACT) comes with the body; without one, a bystander represents them.
+    lawyer = [] if "CONTACT" in include else [rng.choice(_ECHR["lawyer"])]
+    sentences = [intro, *lawyer, *body, *_repeat(rng, _ECHR, include)]
     doc.write("THE FACTS\n\n" + " ".join(sentences))
 
 

@@ -1,0 +1,122 @@
+"""Which suppression objective Algorithm 1 should use: every variant at one budget, judged by the attack suite.
+
+A variant is a PII loss (localize.pii_loss) and a choice of targets: the first token of each memorised span
+(the token recalled from the context) or every token of it. All run at the profile's target share, so they
+are compared at an equal neuron budget; notebook 08 tabulates them and `choose` picks one by a stated rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import pipeline
+from .assess import candidate_sets, state_row
+from .attacks import sample_spans
+from .config import Profile, get_profile
+from .mitigate import masked
+from .search import device_of
+
+# name -> LocalizeConfig fields. The first is the objective of the paper (and of earlier versions here).
+VARIANTS: dict[str, dict] = {
+    "first-token unlikelihood": {"loss": "unlikelihood", "first_token": True},
+    "first-token margin": {"loss": "margin", "first_token": True},
+    "every-token unlikelihood": {"loss": "unlikelihood", "first_token": False},
+    "every-token margin": {"loss": "margin", "first_token": False},
+    "every-token neg-CE": {"loss": "neg_ce", "first_token": False},
+    "every-token max-entropy": {"loss": "entropy", "first_token": False},
+}
+
+LEAKS = ("leak_greedy", "leak_beam", "leak_sample", "leak_candidates", "leak_any", "leak_logit_lens")
+
+
+def variant_of(cfg) -> str | None:
+    """The name of the variant a LocalizeConfig runs, or None if it is none of them."""
+    return next((name for name, fields in VARIANTS.items()
+                 if all(getattr(cfg, k) == value for k, value in fields.items())), None)
+
+
+def variant_rows(source: str, profile: str | Profile = "default", variants: dict[str, dict] | None = None,
+                 progress: bool = True) -> pd.DataFrame:
+    """One row per variant on the victim of `source`: its mask's counts, perplexity and every attack at the budget.
+
+    Masks and attack states are cached, so the variant the profile runs by default is read back from
+    notebook 03's run. The first row is the victim itself.
+    """
+    profile = get_profile(profile)
+    variants = VARIANTS if variants is None else variants
+    v = pipeline.victim(source, profile, progress=progress)
+    original = state_row(v, profile=profile)
+    rows = [{"variant": "original", **original}]
+    for name, fields in tqdm(variants.items(), desc=f"objectives ({source})", disable=not progress, leave=False):
+        loc = pipeline.localization(source, profile, progress=progress, **fields)
+        last = loc.history[-1]
+        rows.append({"variant": name, **fields, "n_neurons": loc.n_closed,
+                     "expected_closed": last["expected_closed"], "exactly_closed": last["n_closed"],
+                     **state_row(v, loc.closed_ids(), loc.masker.components, profile)})
+    table = pd.DataFrame(rows).assign(dataset=source)
+    table["ppl_change_pct"] = 100 * (table["ppl_nonpii"] / original["ppl_nonpii"] - 1)
+    return table
+
+
+def choose(table: pd.DataFrame, max_ppl_change_pct: float = 5.0, tie: float = 0.01) -> pd.DataFrame:
+    """Rank the variants of `variant_rows` tables (any number of datasets) by the selection rule.
+
+    A variant is eligible when non-PII perplexity rises by at most `max_ppl_change_pct` on every dataset. The
+    eligible ones are ranked by mean `leak_any`; variants within `tie` of the best are ranked among themselves
+    by the mean of the two generating attacks (`leak_beam`, `leak_sample`), which is what an attacker without
+    a candidate list gets. Returns one row per variant, best first, with `eligible` and `rank`.
+    """
+    ours = table[table["variant"] != "original"]
+    means = ours.groupby("variant", sort=False)[list(LEAKS)].mean()
+    means["worst_ppl_change_pct"] = ours.groupby("variant", sort=False)["ppl_change_pct"].max()
+    means["eligible"] = means["worst_ppl_change_pct"] <= max_ppl_change_pct
+    means["generating"] = means[["leak_beam", "leak_sample"]].mean(axis=1)
+    pool = means[means["eligible"]]
+    best_any = pool["leak_any"].min() if len(pool) else float("nan")
+    means["tied_on_any"] = means["eligible"] & (means["leak_any"] <= best_any + tie)
+    # Inside the tied group leak_any's differences are within the tie, so only the generating attacks decide.
+    means["_any"] = means["leak_any"].where(~means["tied_on_any"], 0.0)
+    ranked = means.sort_values(["eligible", "tied_on_any", "_any", "generating"],
+                               ascending=[False, False, True, True]).drop(columns="_any")
+    ranked["rank"] = range(1, len(ranked) + 1)
+    return ranked.reset_index()
+
+
+def with_variant(profile: str | Profile, name: str) -> Profile:
+    """The profile with its localisation switched to the named variant."""
+    profile = get_profile(profile)
+    if name not in VARIANTS:
+        raise ValueError(f"unknown objective variant {name!r}: expected one of {', '.join(VARIANTS)}")
+    return replace(profile, localize=replace(profile.localize, **VARIANTS[name]))
+
+
+def likelihood_gap(v, neuron_ids=None, components=None, profile: str | Profile = "default",
+                   n_spans: int = 40) -> dict:
+    """Where the candidate attack's evidence sits: the truth's log-likelihood minus the mean of its candidates',
+    split into the span's first token and the rest (nats, mean over the first `n_spans` search spans).
+
+    A mask that only demotes the first token leaves the rest's gap: the span is still spelled from memory
+    once begun, and a candidate list, which scores whole strings, still finds it.
+    """
+    profile = get_profile(profile)
+    enc = v.corpus.enc_train
+    sets = candidate_sets(v, profile.attack)
+    first, rest = [], []
+    with masked(v.model, neuron_ids, components), torch.no_grad():
+        for i in sample_spans(enc, profile.attack.pass_spans, profile.attack.seed)[:n_spans]:
+            span = enc.spans[i]
+            prefix, truth = enc.input_ids[span.doc, : span.tok_start], enc.input_ids[span.doc, span.tok_start: span.tok_end]
+            others = sets.for_span(i, span.category, span.text, truth.tolist())
+            seqs = torch.stack([torch.cat([prefix, torch.as_tensor(s)]) for s in [truth.tolist(), *others]])
+            logp = v.model(seqs.to(device_of(v.model))).logits.log_softmax(-1).cpu()
+            n = len(prefix)
+            tokens = logp[:, n - 1: -1].gather(-1, seqs[:, n:, None]).squeeze(-1)  # [1 + K, span length]
+            gap = tokens[0] - tokens[1:].mean(0)
+            first.append(float(gap[0]))
+            rest.append(float(gap[1:].sum()))
+    return {"gap_first_token": float(np.mean(first)), "gap_rest": float(np.mean(rest)), "n_spans": len(first)}

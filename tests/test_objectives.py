@@ -1,0 +1,48 @@
+"""The objective variants of notebook 08 and the rule that chooses among them."""
+
+import pandas as pd
+import pytest
+
+from privloc.config import LocalizeConfig, get_profile
+from privloc.objectives import VARIANTS, choose, variant_of, with_variant
+
+
+def rows(dataset, **variants):
+    """A variant_rows-like table: variant -> (leak_any, leak_beam, leak_sample, ppl_change_pct)."""
+    out = [{"variant": "original", "dataset": dataset, "leak_any": 1.0, "leak_beam": 1.0, "leak_sample": 1.0,
+            "ppl_change_pct": 0.0}]
+    for name, (any_, beam, sample, ppl) in variants.items():
+        out.append({"variant": name, "dataset": dataset, "leak_any": any_, "leak_beam": beam,
+                    "leak_sample": sample, "ppl_change_pct": ppl})
+    frame = pd.DataFrame(out)
+    for col in ("leak_greedy", "leak_candidates", "leak_logit_lens"):
+        frame[col] = 0.5
+    return frame
+
+
+def test_choose_ranks_by_leak_any_then_generating_attacks_among_ties():
+    table = pd.concat([
+        rows("a", lo=(0.50, 0.9, 0.9, 1.0), tied=(0.505, 0.1, 0.1, 1.0), hi=(0.9, 0.0, 0.0, 1.0)),
+        rows("b", lo=(0.50, 0.9, 0.9, 2.0), tied=(0.505, 0.1, 0.1, 2.0), hi=(0.9, 0.0, 0.0, 2.0)),
+    ])
+    ranked = choose(table, tie=0.01)
+    assert ranked["variant"].tolist() == ["tied", "lo", "hi"]  # within the tie, beam and sampling decide
+    assert ranked["rank"].tolist() == [1, 2, 3]
+    assert choose(table, tie=0.0)["variant"].tolist() == ["lo", "tied", "hi"]
+
+
+def test_choose_excludes_a_variant_that_costs_perplexity_on_any_dataset():
+    table = pd.concat([rows("a", good=(0.2, 0.2, 0.2, 6.0), fair=(0.6, 0.5, 0.5, 1.0)),
+                       rows("b", good=(0.2, 0.2, 0.2, 1.0), fair=(0.6, 0.5, 0.5, 1.0))])
+    ranked = choose(table, max_ppl_change_pct=5.0).set_index("variant")
+    assert not ranked.loc["good", "eligible"] and ranked.loc["fair", "eligible"]
+    assert ranked.loc["fair", "rank"] == 1 and ranked.loc["good", "worst_ppl_change_pct"] == 6.0
+
+
+def test_variants_name_configs_and_the_default_is_one_of_them():
+    assert variant_of(get_profile("default").localize) in VARIANTS
+    assert variant_of(LocalizeConfig(loss="unlikelihood", first_token=True)) == "first-token unlikelihood"
+    assert variant_of(LocalizeConfig(loss="entropy", first_token=True)) is None
+    assert with_variant("default", "every-token margin").localize.loss == "margin"
+    with pytest.raises(ValueError, match="unknown objective variant"):
+        with_variant("default", "nope")
