@@ -1,23 +1,19 @@
-"""HardConcrete neuron gates over a GPT-2, applied with forward hooks (SPEC S2 D1, D2, D4)."""
+"""HardConcrete neuron gates over a causal LM, applied with forward hooks (SPEC S2 D1, D2, D4)."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-COMPONENTS = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.in", "mlp.out")
+from . import devices, families, mask_file
+from .families import COMPONENTS
+
 MODES = ("off", "sample", "deterministic", "hard")
-_QKV = ("attn.q", "attn.k", "attn.v")
 
 
 class HardConcrete(nn.Module):
@@ -47,24 +43,24 @@ class HardConcrete(nn.Module):
 
 
 class NeuronMasker:
-    """Owns every gate of a GPT2LMHeadModel and applies them with forward hooks (transformers 5 has no head_mask)."""
+    """Owns every gate of a causal LM of a known family and applies them with forward hooks (transformers 5
+    has no head_mask). Where each component lives comes from the model's family description (`families`)."""
 
     def __init__(self, model: nn.Module, components=COMPONENTS, init_log_alpha: float = 3.0, mode="deterministic"):
         components = tuple(components)
         if not components or not set(components) <= set(COMPONENTS) or len(set(components)) != len(components):
             raise ValueError(f"components must be distinct names from {COMPONENTS}, got {components}")
         self.model, self.components = model, components
-        self.blocks = model.transformer.h if hasattr(model, "transformer") else model.h
-        attn, mlp = self.blocks[0].attn, self.blocks[0].mlp
-        sizes = {"attn.q": attn.c_attn.nf // 3, "attn.k": attn.c_attn.nf // 3, "attn.v": attn.c_attn.nf // 3,
-                 "attn.o": attn.c_proj.nf, "mlp.in": mlp.c_fc.nf, "mlp.out": mlp.c_proj.nf}
+        self.family = families.of_model(model)
+        self.blocks = self.family.blocks_of(model)
+        sizes = self.family.component_sizes(model.config)
         self.component_sizes = {c: sizes[c] for c in components}
-        self.n_layer, self.n_embd = len(self.blocks), attn.c_proj.nf
+        self.n_layer, self.n_embd = len(self.blocks), int(model.config.hidden_size)
         # Layer-major ids: a layer's block of neurons holds its components in the given order.
         starts = np.cumsum([0] + [sizes[c] for c in components])
         self._start, self._per_layer = dict(zip(components, starts[:-1].tolist(), strict=True)), int(starts[-1])
         self.n_neurons = n = self._per_layer * self.n_layer
-        device = next(model.parameters()).device
+        device = devices.main_device(model)
         self.gates = HardConcrete(n, init_log_alpha).to(device)
         self._hard = torch.ones(n, device=device)
         self.generator: torch.Generator | None = None  # seeds the "sample" draws when set
@@ -122,28 +118,49 @@ class NeuronMasker:
         # The trailing 1 lets a partial q/k/v selection index "no gate" for the unmasked slices.
         self._z_ext = torch.cat([z, z.new_ones(1)])
 
-    def _gate(self, index: Tensor, dtype: torch.dtype) -> Tensor:
+    def _gate(self, index: Tensor, like: Tensor) -> Tensor:
         if self._z_ext is None:
             self.resample()
-        return self._z_ext[index].to(dtype)
+        # On a dispatched model the module may run on another device than the gates: the gate goes to it.
+        return self._z_ext[index].to(device=like.device, dtype=like.dtype)
 
     @property
     def attached(self) -> bool:
         return bool(self._handles)
 
-    def _index(self, layer: int, parts: tuple[str, ...]) -> Tensor:
-        # Only q/k/v can be absent from a site's parts; their slices point at the trailing 1.
-        chunks = [torch.arange(self.component_sizes[c]) + self.neuron_id(layer, c, 0) if c in self.component_sizes
-                  else torch.full((self.n_embd,), self.n_neurons) for c in parts]
-        return torch.cat(chunks).to(self.gates.log_alpha.device)
+    def sites(self) -> list[tuple[nn.Module, bool, list[tuple[Tensor, int]]]]:
+        """Where the gates act: (module, on its input?, [(columns of a component's units, their first id)]).
+
+        Only sites with a gated component appear; the same module can appear twice (mlp.in on the input of the
+        MLP's output projection, mlp.out on its output).
+        """
+        out = []
+        for ly, block in enumerate(self.blocks):
+            for site in self.family.sites(self.model.config):
+                parts = [(cols, self.neuron_id(ly, c, 0)) for c, cols in site.columns.items()
+                         if c in self.component_sizes]
+                if parts:
+                    out.append((block.get_submodule(site.module), site.pre, parts))
+        return out
+
+    def _index(self, module: nn.Module, pre: bool, parts) -> Tensor:
+        # Columns of the module that carry no gated unit point at the trailing 1 of the gate vector.
+        index = torch.full((_width(module, pre),), self.n_neurons, dtype=torch.long)
+        for cols, first in parts:
+            index[cols] = first + torch.arange(len(cols))
+        return index.to(self.gates.log_alpha.device)
 
     def _hook(self, index: Tensor, pre: bool):
         def gate_output(module, args, output):
-            return None if self._mode == "off" else output * self._gate(index, output.dtype)
+            return None if self._mode == "off" else output * self._gate(index, output)
 
         def gate_input(module, args):
-            return None if self._mode == "off" else (args[0] * self._gate(index, args[0].dtype), *args[1:])
+            return None if self._mode == "off" else (args[0] * self._gate(index, args[0]), *args[1:])
         return gate_input if pre else gate_output
+
+    def site_devices(self) -> list[torch.device]:
+        """The device each hooked module runs on, where its gates are applied (one entry per site)."""
+        return [devices.execution_device(module, self.model) for module, _, _ in self.sites()]
 
     def attach(self, freeze: bool = True) -> NeuronMasker:
         """Register the hooks; with `freeze`, model weights stop requiring grad until detach()."""
@@ -153,16 +170,11 @@ class NeuronMasker:
         # One draw per model forward, shared by every position, example and hooked module of that forward.
         # On the transformer body rather than the LM head model, so that callers that run the body alone (to
         # project only some positions onto the vocabulary) draw fresh gates too.
-        body = getattr(self.model, "transformer", self.model)
+        body = getattr(self.model, "base_model", self.model)
         h.append(body.register_forward_pre_hook(lambda m, a: None if self._mode == "off" else self.resample()))
-        for ly, block in enumerate(self.blocks):
-            # mlp.in gates the input of mlp.c_proj, i.e. the hidden units after the activation.
-            sites = [(block.attn.c_attn, _QKV, False), (block.attn.c_proj, ("attn.o",), False),
-                     (block.mlp.c_proj, ("mlp.in",), True), (block.mlp.c_proj, ("mlp.out",), False)]
-            for module, parts, pre in sites:
-                if any(c in self.components for c in parts):
-                    hook = self._hook(self._index(ly, parts), pre)
-                    h.append(module.register_forward_pre_hook(hook) if pre else module.register_forward_hook(hook))
+        for module, pre, parts in self.sites():
+            hook = self._hook(self._index(module, pre, parts), pre)
+            h.append(module.register_forward_pre_hook(hook) if pre else module.register_forward_hook(hook))
         if freeze:
             self._frozen = {p: p.requires_grad for p in self.model.parameters()}
             for p in self._frozen:
@@ -224,26 +236,19 @@ class NeuronMasker:
         return df
 
     def _header(self) -> dict:
-        # Ordered so that load() names the most basic mismatch first.
-        return {"n_layer": self.n_layer, "n_embd": self.n_embd, "components": list(self.components),
-                "component_sizes": self.component_sizes, "n_neurons": self.n_neurons}
+        return {"family": self.family.name, "n_layer": self.n_layer, "n_embd": self.n_embd,
+                "components": list(self.components), "component_sizes": self.component_sizes,
+                "n_neurons": self.n_neurons}
 
     def save(self, path, meta: dict | None = None) -> None:
-        """Write <path>.safetensors (log_alpha) and <path>.json (layout and `meta`), each atomically."""
-        jpath, tpath = _paths(path)
-        text = json.dumps({**self._header(), "meta": meta or {}}, indent=2)
-        jpath.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {"log_alpha": self.gates.log_alpha.detach().cpu().contiguous()}
-        _atomic(tpath, lambda tmp: save_file(tensors, tmp))
-        _atomic(jpath, lambda tmp: Path(tmp).write_text(text))
+        """Write <path>.safetensors (log_alpha) and <path>.json (family, sizes, layout and `meta`), atomically."""
+        mask_file.write(path, self._header(), self.gates.log_alpha, meta)
 
     def load(self, path) -> dict:
-        """Load log_alpha saved by save(); returns the stored meta. Refuses, changing nothing, a misfit mask."""
-        header, log_alpha = _read(path)
-        for key, ours in self._header().items():
-            if header.get(key) != ours:
-                raise ValueError(f"mask {path} does not fit this model: {key} is {header.get(key)!r} "
-                                 f"in the file but {ours!r} here")
+        """Load log_alpha saved by save(); returns the stored meta. Refuses, changing nothing, a misfit mask:
+        one of another family, of other sizes or over other components."""
+        header, log_alpha = mask_file.read(path)
+        mask_file.check_fits(path, header, self._header())
         if tuple(log_alpha.shape) != (self.n_neurons,):
             raise ValueError(f"mask {path}: log_alpha shape {tuple(log_alpha.shape)} != ({self.n_neurons},)")
         with torch.no_grad():
@@ -253,7 +258,7 @@ class NeuronMasker:
 
     @classmethod
     def from_file(cls, model: nn.Module, path, **kwargs) -> NeuronMasker:
-        header, _ = _read(path)
+        header, _ = mask_file.read(path)
         masker = cls(model, components=tuple(header["components"]), **kwargs)
         masker.load(path)
         return masker
@@ -265,38 +270,7 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
-def _paths(path) -> tuple[Path, Path]:
-    p = Path(path)
-    base = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
-    return base.with_name(base.name + ".json"), base.with_name(base.name + ".safetensors")
-
-
-def _atomic(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read(path) -> tuple[dict, Tensor]:
-    jpath, tpath = _paths(path)
-    for p in (jpath, tpath):
-        if not p.is_file():
-            raise FileNotFoundError(f"mask file not found: {p}")
-    try:
-        header = json.loads(jpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"corrupt mask header {jpath}: {err}") from err
-    if not isinstance(header, dict) or not isinstance(header.get("components"), list):
-        raise ValueError(f"corrupt mask header {jpath}: no component list")
-    try:
-        log_alpha = load_file(str(tpath)).get("log_alpha")
-    except Exception as err:  # safetensors raises its own error types for truncated or garbled files
-        raise ValueError(f"corrupt mask tensors {tpath}: {err}") from err
-    if log_alpha is None or not log_alpha.is_floating_point() or not torch.isfinite(log_alpha).all():
-        raise ValueError(f"corrupt mask tensors {tpath}: missing or non-finite float log_alpha")
-    return header, log_alpha
+def _width(module: nn.Module, pre: bool) -> int:
+    """Features of a Linear's or Conv1D's input (`pre`) or output."""
+    is_conv1d = type(module).__name__ == "Conv1D"  # transformers' Conv1D stores weights as [in, out]
+    return module.weight.shape[0 if is_conv1d == pre else 1]
