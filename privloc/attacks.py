@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from . import devices, families
 from .candidates import CandidateSets, chance_exposure, chance_mrr, exposure_from_rank
 from .config import AttackConfig
 from .data import CATEGORIES
@@ -54,11 +55,12 @@ def sample_spans(enc: Encoded, n: int | None, seed: int = 0, rows=None) -> list[
 
 
 def _lens_parts(model):
-    body = getattr(model, "transformer", None)
-    if body is None or not hasattr(body, "h") or not hasattr(body, "ln_f") or not hasattr(model, "lm_head"):
-        raise TypeError(f"the logit lens needs a GPT-2-style model (transformer.h, transformer.ln_f, lm_head); "
-                        f"got {type(model).__name__}")
-    return body, list(body.h), body.ln_f, model.lm_head
+    """(body, blocks, final norm, unembedding) of a causal LM, from its family's description."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or not hasattr(model, "config"):
+        raise TypeError(f"the logit lens needs a causal LM with an unembedding; got {type(model).__name__}")
+    family = families.of_model(model)
+    return model.base_model, family.blocks_of(model), family.final_norm_of(model), head
 
 
 def block_outputs(model, ids: torch.Tensor, attention: torch.Tensor) -> list[torch.Tensor]:
@@ -82,7 +84,8 @@ def lens_logits(model, ids: torch.Tensor, attention: torch.Tensor) -> list[torch
     At the last block this is the model's own output.
     """
     _, _, norm, head = _lens_parts(model)
-    return [head(norm(h)) for h in block_outputs(model, ids, attention)]
+    dev = devices.execution_device(norm, model)
+    return [head(norm(h.to(dev))) for h in block_outputs(model, ids, attention)]
 
 
 @torch.no_grad()
@@ -90,6 +93,7 @@ def token_attacks(model, enc: Encoded, spans: list[int], cfg: AttackConfig, batc
     """Greedy, closed-form sampling and logit-lens results of each span, from one teacher-forced pass."""
     _, _, norm, head = _lens_parts(model)
     dev = device_of(model)
+    lens_dev = devices.execution_device(norm, model)
     by_row: dict[int, list[int]] = {}
     for i in spans:
         by_row.setdefault(enc.spans[i].doc, []).append(i)
@@ -109,7 +113,9 @@ def token_attacks(model, enc: Encoded, spans: list[int], cfg: AttackConfig, batc
                     t = torch.arange(s.tok_start - 1, s.tok_end - 1, device=dev)
                     truth = ids[b, t + 1]
                     # Only the span's positions are projected onto the vocabulary, at every layer.
-                    per_layer = head(norm(torch.stack([h[b, t] for h in hidden]))).float()  # [layers, L, V]
+                    # A dispatched model's blocks sit on several devices: the lens runs where the final norm does.
+                    stacked = torch.stack([h[b, t.to(h.device)].to(lens_dev) for h in hidden])
+                    per_layer = head(norm(stacked)).float().to(dev)  # [layers, L, V]
                     true_logit = per_layer.gather(-1, truth.expand(len(hidden), -1).unsqueeze(-1))
                     ranks = 1 + (per_layer > true_logit).sum(-1)  # [layers, L]
                     final = per_layer[-1] / cfg.temperature

@@ -11,7 +11,6 @@ that any top-k compares with the learned mask's selection at an equal budget:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import devices
 from .masking import NeuronMasker
 from .model import next_token_logits, trim
 from .tokenizer import Encoded
@@ -98,30 +98,13 @@ def _log_likelihood(model: nn.Module, ids: Tensor, attention: Tensor, targets: T
 
 def pii_log_likelihood(model: nn.Module, enc: Encoded, pii_mask: Tensor, batch_size: int = 16) -> float:
     """Summed log-likelihood of the PII targets, with the model as it runs now (hooks included)."""
-    device = next(model.parameters()).device
+    device = devices.main_device(model)
     with torch.no_grad():
         return sum(_log_likelihood(model, ids, att, pii).item() for ids, att, pii, _ in
                    _batches(enc, pii_mask, batch_size, device))
 
 
 # ---- activation contrast ------------------------------------------------------------------------------
-
-def _sites(layout: NeuronMasker) -> Iterator[tuple[nn.Module, bool, list[tuple[slice, int]]]]:
-    """Where each gate acts, as in NeuronMasker: (module, on its input?, [(units in that tensor, first id)])."""
-    sizes, d = layout.component_sizes, layout.n_embd
-
-    def parts(ly, *named):
-        return [(slice(offset, offset + sizes[c]), layout.neuron_id(ly, c, 0)) for c, offset in named if c in sizes]
-
-    for ly, block in enumerate(layout.blocks):
-        sites = [(block.attn.c_attn, False, parts(ly, ("attn.q", 0), ("attn.k", d), ("attn.v", 2 * d))),
-                 (block.attn.c_proj, False, parts(ly, ("attn.o", 0))),
-                 (block.mlp.c_proj, True, parts(ly, ("mlp.in", 0))),
-                 (block.mlp.c_proj, False, parts(ly, ("mlp.out", 0)))]
-        for module, pre, units in sites:
-            if units:
-                yield module, pre, units
-
 
 def activation_contrast_scores(model: nn.Module, enc: Encoded, masker: NeuronMasker, pii_mask: Tensor,
                                batch_size: int = 16, enc_contrast: Encoded | None = None) -> np.ndarray:
@@ -132,23 +115,23 @@ def activation_contrast_scores(model: nn.Module, enc: Encoded, masker: NeuronMas
     Every target position of `enc_contrast`, if given, joins the ordinary side.
     """
     layout = _layout(model, masker)
-    device = next(model.parameters()).device
+    device = devices.main_device(model)
     sums = torch.zeros(2, layout.n_neurons, dtype=torch.float64, device=device)
     weights: list[Tensor] = []  # the current batch's [2, B, L-1] position masks, read by the hooks
 
     def record(units):
         def accumulate(activation: Tensor) -> None:
             # Position t predicts target t+1; the last position predicts nothing.
-            a = activation[:, : weights[0].shape[-1]].abs().double()
-            for sl, first in units:
-                sums[:, first: first + sl.stop - sl.start] += torch.einsum("kbt,btu->ku", weights[0], a[..., sl])
+            a = activation[:, : weights[0].shape[-1]].abs().double().to(sums.device)
+            for cols, first in units:
+                sums[:, first: first + len(cols)] += torch.einsum("kbt,btu->ku", weights[0], a[..., cols])
         return accumulate
 
     handles, counts = [], torch.zeros(2, dtype=torch.float64, device=device)
     try:
         with _measuring(model, masker), torch.no_grad():
-            for module, pre, units in _sites(layout):
-                fn = record(units)
+            for module, pre, units in layout.sites():
+                fn = record([(cols.to(device), first) for cols, first in units])
                 handles.append(module.register_forward_pre_hook(lambda m, args, fn=fn: fn(args[0])) if pre
                                else module.register_forward_hook(lambda m, args, out, fn=fn: fn(out)))
             for ids, attention, pii, nonpii in _batches(enc, pii_mask, batch_size, device):
@@ -200,7 +183,7 @@ def integrated_gradients_scores(model: nn.Module, enc: Encoded, masker: NeuronMa
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     path_masker = _layout(model, masker, cls=_PathMasker)
-    device = next(model.parameters()).device
+    device = devices.main_device(model)
     batches = _batches(enc, pii_mask, batch_size, device)
     z = path_masker.path
     with _measuring(model, masker), path_masker.applied(mode="hard", freeze=True):

@@ -33,6 +33,19 @@ class ModelConfig:
     # keep the activation of their own config.
     activation: str = "gelu_pytorch_tanh"
     pretrained: str | None = None  # a hub name or local folder (paper profile); None trains from scratch
+    # The family of a from-scratch victim (privloc.families): gpt2, gpt_neo, gpt_neox or llama. A pretrained
+    # checkpoint's family comes from its own config.
+    architecture: str = "gpt2"
+    # For pretrained checkpoints: "bfloat16"/"float16"/"float32" (None: as stored), and accelerate's device map
+    # ("auto" spreads a model that does not fit one device over the GPUs, the CPU and disk).
+    dtype: str | None = None
+    device_map: str | None = None
+
+    def cache_key(self) -> dict:
+        """The fields that identify a victim; those added with the families are left out at their defaults,
+        so that the GPT-2 victims cached before keep their keys."""
+        later = {"architecture": "gpt2", "dtype": None, "device_map": None}
+        return {k: v for k, v in asdict(self).items() if k not in later or v != later[k]}
 
 
 @dataclass(frozen=True)

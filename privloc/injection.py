@@ -1,8 +1,8 @@
 """Ground truth for localisation: inject new PII facts into a known set of neurons, then try to find them.
 
 After Chang, Thomason & Jia (NAACL 2024): a victim learns facts about people it has never seen by
-fine-tuning only a random set S of neurons (each unit's Conv1D weight column and bias entry, every other
-weight frozen bit for bit), while an LM loss on its original corpus keeps the rest of its behaviour. A
+fine-tuning only a random set S of neurons (each unit's weights and bias entry, as `mitigate.unit_columns`
+finds them; every other weight frozen bit for bit), while an LM loss on its original corpus keeps the rest of its behaviour. A
 localisation method run on the new facts should then recover S; `recall_at_k` scores how much of it.
 """
 
@@ -18,12 +18,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import GPT2LMHeadModel
 
+from . import devices
 from .data import DataError
 from .masking import COMPONENTS, NeuronMasker
 from .metrics import ASSOC_ONLY, leakage
-from .mitigate import _drop_masker_hooks, unit_columns
+from .mitigate import _drop_masker_hooks, output_axis, unit_columns
 from .model import lm_loss, next_token_logits, trim
 from .synthetic import generate
 from .tokenizer import Encoded, encode_records
@@ -34,7 +34,7 @@ FRESH_SEED_OFFSET = 7919
 
 @dataclass
 class Injection:
-    model: GPT2LMHeadModel  # a copy with the facts injected; the original model is untouched
+    model: torch.nn.Module  # a copy with the facts injected; the original model is untouched
     neuron_ids: np.ndarray  # S, sorted
     enc_facts: Encoded  # the documents carrying the new facts, encoded with the victim's tokenizer
     history: list[dict]  # one dict per evaluation: step, loss, em_injected
@@ -103,9 +103,10 @@ def _row_masks(model, neuron_ids, components) -> dict[torch.nn.Parameter, torch.
     """0/1 masks over the weights and biases that hold the neurons' columns; other parameters are absent."""
     masks: dict[torch.nn.Parameter, torch.Tensor] = {}
     for module, cols in unit_columns(model, neuron_ids, components):
-        for param in (module.weight, module.bias):
-            mask = masks.setdefault(param, torch.zeros_like(param))
-            mask[..., cols] = 1.0  # Conv1D weights are [in, out]: a unit is a column
+        axis = output_axis(module)
+        for param, dim in ((module.weight, axis), (module.bias, 0)):
+            if param is not None:
+                masks.setdefault(param, torch.zeros_like(param)).index_fill_(dim, cols, 1.0)
     return masks
 
 
@@ -126,7 +127,7 @@ def inject(model, tokenizer, enc_keep: Encoded | None, facts_records: list[dict]
     ids = np.unique(NeuronMasker(model, components)._as_ids(neuron_ids))
     edited = copy.deepcopy(model)
     _drop_masker_hooks(edited)
-    device = next(edited.parameters()).device
+    device = devices.main_device(edited)
     enc_facts = encode_records(tokenizer, facts_records, max_len)
     if not enc_facts.target_mask(("assoc",)).any():
         raise ValueError("the fact documents hold no assoc PII: nothing to inject")

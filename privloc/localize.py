@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import devices
 from .config import LocalizeConfig
 from .masking import NeuronMasker
 from .model import length_grouped_batches, next_token_logits, trim
@@ -154,7 +155,7 @@ def localize(
     use_keep_corpus = enc_keep is not None and cfg.keep_batch_size > 0
     if not cfg.keep_batch and not use_keep_corpus:
         raise ValueError("keep_batch=False leaves nothing to keep: pass enc_keep with keep_batch_size > 0")
-    device = next(model.parameters()).device
+    device = devices.main_device(model)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     categories = tuple(categories) if categories else None

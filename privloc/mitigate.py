@@ -1,7 +1,7 @@
 """Deactivating neurons: a standalone edited copy of the model, or a cheap reversible mask (SPEC S2 D1, D4).
 
-`deactivate` writes the closed gates into the weights, so the result is a plain GPT-2 that anyone can load
-with `GPT2LMHeadModel.from_pretrained`, without privloc. `masked` gives the same function on the original
+`deactivate` writes the closed gates into the weights, so the result is a plain model of its family that
+anyone can load with `AutoModelForCausalLM.from_pretrained`, without privloc. `masked` gives the same function on the original
 model through hooks, for quick comparisons without a copy.
 """
 
@@ -19,30 +19,43 @@ from . import masking
 from .masking import COMPONENTS, NeuronMasker
 
 
-def _unit_columns(block: nn.Module, component: str, n_embd: int) -> tuple[nn.Module, int]:
-    """The Conv1D whose output column `offset + unit` is the component's unit (Conv1D weights are [in, out])."""
-    if component in ("attn.q", "attn.k", "attn.v"):
-        return block.attn.c_attn, ("attn.q", "attn.k", "attn.v").index(component) * n_embd
-    # mlp.in is gated after the activation; zeroing c_fc's column gives act(0), which must then be 0.
-    return {"attn.o": block.attn.c_proj, "mlp.in": block.mlp.c_fc, "mlp.out": block.mlp.c_proj}[component], 0
+def output_axis(module: nn.Module) -> int:
+    """The weight axis of a module's output units: 1 for transformers' Conv1D ([in, out]), 0 for Linear."""
+    return 1 if type(module).__name__ == "Conv1D" else 0
 
 
 def unit_columns(model: nn.Module, neuron_ids, components: Sequence[str] = COMPONENTS) -> list[tuple[nn.Module, Tensor]]:
-    """Where the listed neurons live in `model`'s weights: (Conv1D, output columns) per (layer, component).
+    """Where the listed neurons live in `model`'s weights: (module, output units) per (layer, component, module).
 
-    Ids are those of a `NeuronMasker(model, components)`; a unit is its Conv1D weight column and bias entry.
-    q, k and v share `c_attn`, so the same module can appear in several entries.
+    Ids are those of a `NeuronMasker(model, components)`; a unit is its output row (Linear) or column (Conv1D)
+    of each module the family names for it, and its bias entry. The same module can appear in several entries
+    (GPT-2's and GPT-NeoX's fused q, k and v), and one component can have several modules (a gated MLP's unit
+    is a row of both its gate and its up projection).
     """
     layout = NeuronMasker(model, components)  # only for the id layout: nothing is attached
     ids = np.unique(layout._as_ids(neuron_ids))
     table = layout.neuron_table()
     layer, component, unit = table["layer"][ids], table["component"][ids], table["unit"][ids]
+    where = layout.family.units(model.config)
     out = []
     for ly, ci in sorted(set(zip(layer.tolist(), component.tolist(), strict=True))):
-        module, offset = _unit_columns(layout.blocks[ly], layout.components[ci], layout.n_embd)
-        out.append((module, torch.as_tensor(unit[(layer == ly) & (component == ci)] + offset,
-                                            device=module.weight.device)))
+        spec = where[layout.components[ci]]
+        cols = spec.columns[torch.as_tensor(unit[(layer == ly) & (component == ci)])]
+        for path in spec.modules:
+            module = layout.blocks[ly].get_submodule(path)
+            out.append((module, cols.to(module.weight.device)))
     return out
+
+
+def _activation_maps_zero_to_zero(model: nn.Module, layout: NeuronMasker) -> None:
+    """A hidden unit whose only input weights are zeroed outputs act(0): baking it in needs act(0) = 0."""
+    spec = layout.family.units(model.config)["mlp.in"]
+    if len(spec.modules) > 1:
+        return  # a gated unit act(gate) · up is 0 once its up row is
+    mlp = layout.blocks[0].get_submodule(spec.modules[0].rpartition(".")[0])
+    act = getattr(mlp, "act", None) or getattr(mlp, "act_fn", None)
+    if act is not None and act(torch.zeros(1)).item() != 0:
+        raise ValueError(f"cannot bake mlp.in neurons into the weights: the activation {act} maps 0 to non-0")
 
 
 def _drop_masker_hooks(model: nn.Module) -> None:
@@ -55,7 +68,7 @@ def _drop_masker_hooks(model: nn.Module) -> None:
 
 
 def deactivate(model: nn.Module, neuron_ids, components: Sequence[str] = COMPONENTS) -> nn.Module:
-    """A deep copy of `model` with the listed neurons removed: their weight column and bias set to 0.
+    """A deep copy of `model` with the listed neurons removed: their weights and bias entries set to 0.
 
     Ids are those of a `NeuronMasker(model, components)`. The copy computes exactly what the masker does in
     "hard" mode with `set_hard(neuron_ids)`, needs no hooks, and can be saved with `save_pretrained`.
@@ -65,13 +78,12 @@ def deactivate(model: nn.Module, neuron_ids, components: Sequence[str] = COMPONE
     _drop_masker_hooks(edited)
     columns = unit_columns(edited, neuron_ids, components)
     if "mlp.in" in components and columns:
-        act = (edited.transformer.h if hasattr(edited, "transformer") else edited.h)[0].mlp.act
-        if act(torch.zeros(1)).item() != 0:
-            raise ValueError(f"cannot bake mlp.in neurons into the weights: the activation {act} maps 0 to non-0")
+        _activation_maps_zero_to_zero(edited, NeuronMasker(edited, components))
     with torch.no_grad():
         for module, cols in columns:
-            module.weight[:, cols] = 0.0
-            module.bias[cols] = 0.0
+            module.weight.index_fill_(output_axis(module), cols, 0.0)
+            if module.bias is not None:
+                module.bias[cols] = 0.0
     return edited
 
 

@@ -1,4 +1,5 @@
-"""The victim: a GPT-2 trained (or fine-tuned) on a PII corpus with a plain loop until it memorises (SPEC D5)."""
+"""The victim: a causal LM (GPT-2 by default; see `families`) trained or fine-tuned on a PII corpus with a plain
+loop until it memorises (SPEC D5)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import AutoConfig, AutoModelForCausalLM, GPT2LMHeadModel
 
+from . import devices, families
 from .config import ModelConfig, TrainConfig
 from .tokenizer import Encoded
 
@@ -21,49 +24,50 @@ def pick_device(device: str = "cpu") -> torch.device:
     return torch.device(device)
 
 
-def build_model(cfg: ModelConfig, tokenizer) -> GPT2LMHeadModel:
-    """A fresh GPT-2 sized by `cfg`, or a pretrained one when `cfg.pretrained` names a folder or hub model."""
+def build_model(cfg: ModelConfig, tokenizer) -> nn.Module:
+    """A fresh model of `cfg.architecture` sized by `cfg`, or a pretrained one when `cfg.pretrained` names a
+    folder or hub model (then in `cfg.dtype`, spread over devices by `cfg.device_map`)."""
     if cfg.pretrained:
-        return load_model(cfg.pretrained)
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=cfg.n_positions,
-        n_embd=cfg.n_embd,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        # No dropout: we want the model to memorise, and masks must act on a deterministic network.
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        activation_function=cfg.activation,
-        # GPT2Config defaults to the 50256 ids of the original vocabulary.
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return GPT2LMHeadModel(config)
+        return load_model(cfg.pretrained, dtype=cfg.dtype, device_map=cfg.device_map)
+    family = families.get(cfg.architecture)
+    if family.name == "gpt2":
+        # The class itself rather than the auto factory: the default victims are built exactly as before.
+        return GPT2LMHeadModel(family.scratch_config(cfg, tokenizer))
+    return AutoModelForCausalLM.from_config(family.scratch_config(cfg, tokenizer))
 
 
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).suffix != ""
 
 
-def load_model(name_or_path: str | Path) -> GPT2LMHeadModel:
-    """Load from a local folder, or from the hub by name when online (HF_HUB_OFFLINE unset)."""
+def load_model(name_or_path: str | Path, dtype: str | None = None, device_map: str | dict | None = None,
+               **kwargs) -> nn.Module:
+    """Load from a local folder, or from the hub by name when online (HF_HUB_OFFLINE unset).
+
+    The architecture comes from the checkpoint's config; one privloc does not know is refused before any weight
+    is read. `dtype` ("bfloat16", "float16", "float32"; None: as stored) and accelerate's `device_map` ("auto":
+    over every GPU, then the CPU, then disk) are for checkpoints larger than one device; `kwargs` go to
+    `from_pretrained` (e.g. `offload_folder`).
+    """
     path = Path(str(name_or_path)).expanduser()
-    if path.exists():
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{path} exists but holds no model (no config.json)")
-        return GPT2LMHeadModel.from_pretrained(str(path))
-    if _looks_like_path(str(name_or_path)):
+    if path.exists() and not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} exists but holds no model (no config.json)")
+    if not path.exists() and _looks_like_path(str(name_or_path)):
         raise FileNotFoundError(f"model path {name_or_path} does not exist")
+    source = str(path) if path.exists() else str(name_or_path)
     try:
-        return GPT2LMHeadModel.from_pretrained(str(name_or_path))
+        config = AutoConfig.from_pretrained(source)
     except OSError as error:
         raise FileNotFoundError(
             f"could not load model {name_or_path!r}: not a local folder, and the hub is unreachable or offline "
             f"(HF_HUB_OFFLINE=1 is privloc's default; unset it to download)"
         ) from error
+    families.of_config(config)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    if dtype is not None:
+        kwargs["dtype"] = devices.torch_dtype(dtype)
+    return AutoModelForCausalLM.from_pretrained(source, config=config, **kwargs)
 
 
 def length_grouped_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator, group: int = 8):
@@ -102,14 +106,17 @@ def next_token_logits(model, ids: torch.Tensor, attention: torch.Tensor, *where:
     Projecting just the needed positions onto the vocabulary skips most of the unembedding, the widest
     matrix of a small model, and spares the backward pass a zero-filled gradient of the full logits.
     """
-    if not where or not (hasattr(model, "transformer") and hasattr(model, "lm_head")):
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not where or head is None:
         logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]
         if not where:
             return logits
         blocks = [logits[w] for w in where]
     else:
-        hidden = model.transformer(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1]
-        blocks = [model.lm_head(hidden[w]) for w in where]
+        # The body's last hidden state is after the final norm in every family privloc knows.
+        hidden = model.base_model(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1]
+        hidden = hidden.to(devices.execution_device(head, model))
+        blocks = [head(hidden[w.to(hidden.device)]).to(ids.device) for w in where]
     return blocks[0] if len(blocks) == 1 else blocks
 
 
@@ -120,10 +127,10 @@ def lm_loss(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def train_victim(
-    model: GPT2LMHeadModel,
+    model: nn.Module,
     enc: Encoded,
     cfg: TrainConfig,
-    evaluate: Callable[[GPT2LMHeadModel], dict] | None = None,
+    evaluate: Callable[[nn.Module], dict] | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> list[dict]:
@@ -132,7 +139,7 @@ def train_victim(
     Returns the history: one dict per evaluation with the step, training loss, elapsed seconds and the metrics.
     """
     device = torch.device(device)
-    model.to(device).train()
+    devices.place(model, device).train()
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import artifacts
+from . import artifacts, devices
 from .config import Profile, get_profile
 from .data import CATEGORIES, DATASETS, check_source, load_split, non_pii_text, read_jsonl, scrub, write_jsonl
 from .holdout import holdout_rows
@@ -154,7 +154,7 @@ def _threads(n: int | None):
 
 
 def _victim_folder(data: Corpus, profile: Profile, scrubbed: bool) -> tuple[str, str]:
-    key = artifacts.config_key(data.path.name, profile.model, profile.train, "scrubbed" if scrubbed else "")
+    key = artifacts.config_key(data.path.name, profile.model.cache_key(), profile.train, "scrubbed" if scrubbed else "")
     return f"victim/{data.name}{'-scrubbed' if scrubbed else ''}", key
 
 
@@ -190,7 +190,7 @@ def victim(source: str, profile: str | Profile = "default", progress: bool = Tru
 
     path = artifacts.cached_dir(*_victim_folder(data, profile, scrubbed), build)
     info = artifacts.read_json(path / "history.json")
-    model = load_model(path / "model").to(device).eval()
+    model = devices.place(load_model(path / "model"), device).eval()
     return Victim(data, model, info["history"], path, info["train_seconds"])
 
 

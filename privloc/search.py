@@ -8,13 +8,22 @@ ranking) run hundreds of prefixes per model state, and this is what makes them c
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 
+from . import devices
+
 
 def device_of(model) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
+    """Where inputs go: the input embeddings' device (accelerate's execution device on a dispatched model)."""
+    return devices.main_device(model)
+
+
+def _cache_keyword(model) -> str:
+    # transformers 5.x renamed `past_key_values` to `cache`, and its position differs between families.
+    names = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in names else "past_key_values"
 
 
 def left_pad(prefixes: list[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -50,9 +59,8 @@ def extend(model, cache, mask: torch.Tensor, next_pos: torch.Tensor, tokens: tor
     positions = next_pos.unsqueeze(1) + torch.arange(t, device=dev)
     # Without padding the model needs no mask, and attention takes its fast causal path.
     padded = not bool(mask.all())
-    # The cache goes in positionally: its keyword is renamed across transformers 5.x releases.
-    out = model(tokens.to(dev), cache, attention_mask=mask if padded else None,
-                position_ids=positions if padded else None, use_cache=True)
+    out = model(tokens.to(dev), attention_mask=mask if padded else None,
+                position_ids=positions if padded else None, use_cache=True, **{_cache_keyword(model): cache})
     return out.logits.float().log_softmax(-1), mask, next_pos + t
 
 
