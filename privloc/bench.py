@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import bench_families
 from .artifacts import atomic_write_text
 from .bench_attacks import attack_times, render_attack_times
 from .config import PROFILES, LocalizeConfig, ModelConfig
@@ -51,6 +52,7 @@ class Shape:
     vocab: int = 1800  # what the default tokenizers end up with (fewer entries than the 2048 asked for)
     batch: int = PROFILES["default"].localize.batch_size
     seq: int = 200
+    architecture: str = "gpt2"  # the family (privloc.families)
 
 
 class _Vocab:
@@ -68,7 +70,7 @@ class _Vocab:
 def _model(shape: Shape):
     torch.manual_seed(0)
     cfg = ModelConfig(n_layer=shape.n_layer, n_embd=shape.n_embd, n_head=shape.n_head,
-                      n_positions=max(256, shape.seq))
+                      n_positions=max(256, shape.seq), architecture=shape.architecture)
     return build_model(cfg, _Vocab(shape.vocab))
 
 
@@ -337,8 +339,14 @@ def run(out="figures/bench.md", quick: bool = False, build_dir="build/default", 
     ratio = step_ratio(repeats=3 if quick else 15, warmup=1 if quick else 3)
     print(f"train step {ratio['train_ms']:.1f} ms, localisation step {ratio['localize_ms']:.1f} ms: "
           f"ratio {ratio['ratio']:.2f}", flush=True)
-    notebooks = notebook_durations(build_dir)
-    expected = [p.stem for p in sorted((Path(repo) / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+    per_family = bench_families.family_ratios(step_ratio, Shape(), repeats=3 if quick else 15,
+                                              warmup=1 if quick else 3)
+    print({name: round(r["ratio"], 2) for name, r in per_family.items()}, flush=True)
+    # The notebooks of `make figures` only: the separate ones are reported on their own.
+    notebooks = {k: v for k, v in (notebook_durations(build_dir) or {}).items()
+                 if k not in bench_families.SEPARATE} or None
+    expected = [p.stem for p in sorted((Path(repo) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+                if p.stem not in bench_families.SEPARATE]
     print(f"notebooks: {notebooks}", flush=True)
     make = noop_make(repo)
     print(f"no-op make figures: {make}", flush=True)
@@ -348,8 +356,11 @@ def run(out="figures/bench.md", quick: bool = False, build_dir="build/default", 
     print(table.to_string(index=False), flush=True)
     attacks = attack_times()
     print(f"attack suite per state: {attacks}", flush=True)
-    text = render(info, ratio, notebooks, expected, make, memory, table, quick, notebook_peaks(build_dir),
+    peaks = {k: v for k, v in notebook_peaks(build_dir).items() if k not in bench_families.SEPARATE}
+    text = render(info, ratio, notebooks, expected, make, memory, table, quick, peaks,
                   str(build_dir), attacks)
+    text += "\n" + "\n".join(bench_families.render(per_family, bench_families.separate_durations(build_dir),
+                                                    str(build_dir)))
     atomic_write_text(out, text)
     print(f"wrote {out}", flush=True)
     return text
