@@ -16,7 +16,8 @@ RATIO_TARGET = 1.1
 
 def family_ratios(step_ratio, shape, repeats: int, warmup: int, progress: bool = True) -> dict[str, dict]:
     """`bench.step_ratio` on a model of each family of `shape`'s sizes."""
-    return {name: step_ratio(replace(shape, architecture=name), repeats=repeats, warmup=warmup, progress=progress)
+    return {name: step_ratio(shape=replace(shape, architecture=name), repeats=repeats, warmup=warmup,
+                             progress=progress)
             for name in families()}
 
 
