@@ -8,10 +8,6 @@ from . import __version__
 from .audit import summary_rows
 
 
-def _counts_table(counts: pd.DataFrame) -> str:
-    return counts.to_markdown()
-
-
 def model_card(info: dict, counts: pd.DataFrame, before: dict, after: dict) -> str:
     """Markdown for the copy's README.md; `before`/`after` are audit.run reports of the original and the copy."""
     rows = summary_rows(before)
@@ -34,7 +30,7 @@ def model_card(info: dict, counts: pd.DataFrame, before: dict, after: dict) -> s
         f"`{info['mask']}`. A unit is one output of a linear map in a transformer block (`attn.q/k/v` the query, "
         "key and value slices, `attn.o` the attention output, `mlp.in` the MLP hidden units, `mlp.out` the MLP "
         "output). Units per layer and component:", "",
-        _counts_table(counts), "",
+        counts.to_markdown(), "",
         "The removed ids (privloc's layer-major numbering) are in `removed_neurons.json`.", "",
         "## Audit before and after", "",
         f"privloc's attack suite on `{info['audit_data']}` with an attacker budget of B = {before['budget']} "

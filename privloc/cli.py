@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     mitigate.add_argument("--top-k", type=_positive(int), metavar="N",
                           help="remove the N highest-ranked neurons instead of the mask's selection")
     mitigate.add_argument("--data", metavar="DIR", help="data to audit on (default: the data of the mask)")
-    mitigate.add_argument("--budget", type=_positive(int), help="attacker budget B of the audits (default 10)")
+    mitigate.add_argument("--budget", type=_positive(int), help="attacker budget B of the audits (default: the "
+                          "profile's, 10)")
+    mitigate.add_argument("--spans", type=_positive(int), help="spans for beam search and candidates in the audits")
     mitigate.add_argument("--out", required=True, metavar="DIR", help="folder of the mitigated copy")
     _common(mitigate)
 

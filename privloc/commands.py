@@ -48,8 +48,9 @@ def audit(args) -> int:
     path, dev = _start(args)
     source = own.data_source(args.data)
     out = own.output_folder(args.out or f"audit-{Path(path).name}", args.overwrite)
+    train, valid = own.checked_records(source, args.profile)
     model, tokenizer = own.load_model(path, dev)
-    data = own.load_data(source, tokenizer, _max_len(model, source, args.profile), args.profile)
+    data = own.encode(source, train, valid, tokenizer, _max_len(model, source, args.profile))
     report, _ = auditing.run(model, tokenizer, data, _attack_config(args))
     report = {"model": path, "model_fingerprint": own.fingerprint(model), "privloc_version": __version__, **report}
     with own.staged(out) as tmp:
@@ -83,8 +84,9 @@ def localize(args) -> int:
         cfg = replace(cfg, steps=args.steps)
     if args.share is not None:
         cfg = replace(cfg, target_share=args.share)
+    train, valid = own.checked_records(source, args.profile)
     model, tokenizer = own.load_model(path, dev)
-    data = own.load_data(source, tokenizer, _max_len(model, source, args.profile), args.profile)
+    data = own.encode(source, train, valid, tokenizer, _max_len(model, source, args.profile))
     try:
         loc = algorithm_1(model, data.enc_train, cfg, categories, progress=True)
     except ValueError as error:  # e.g. no span of the requested categories
@@ -149,6 +151,8 @@ def mitigate(args) -> int:
     if not (args.data or meta.get("data")):
         raise own.InputError(f"mask {args.mask} does not say which data it was learned on: pass --data")
     source = own.data_source(args.data or meta["data"])
+    profile = args.profile if args.data else meta.get("profile", args.profile)
+    train, valid = own.checked_records(source, profile)
     model, tokenizer = own.load_model(path, dev)
     print_ = own.fingerprint(model)
     if meta.get("model_fingerprint") not in (None, print_):
@@ -163,14 +167,13 @@ def mitigate(args) -> int:
     cfg = LocalizeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("config", {}).items()})
     loc = Localization(masker, [], 0.0, cfg, None)
     ids = masker.top_k(args.top_k) if args.top_k is not None else loc.closed_ids()
-    profile = args.profile if args.data else meta.get("profile", args.profile)
-    data = own.load_data(source, tokenizer, _max_len(model, source, profile), profile)
+    data = own.encode(source, train, valid, tokenizer, _max_len(model, source, profile))
     attack_cfg = _attack_config(args)
     before, _ = auditing.run(model, tokenizer, data, attack_cfg)
     edited = deactivate(model, ids, masker.components).eval()
     after, _ = auditing.run(edited, tokenizer, data, attack_cfg)
     info = {"name": out.name, "model": path, "model_fingerprint": print_, "model_type": model.config.model_type,
-            "n_removed": len(ids), "n_gated": masker.n_neurons, "top_k": args.top_k, "mask": str(base.parent),
+            "n_removed": len(ids), "n_gated": masker.n_neurons, "top_k": args.top_k, "mask": str(base.parent.resolve()),
             "mask_data": meta.get("data", "unknown data"), "audit_data": source}
     with own.staged(out) as tmp:
         edited.to("cpu").save_pretrained(str(tmp))

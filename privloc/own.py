@@ -57,14 +57,17 @@ def model_folder(path: str, allow_download: bool = False) -> str:
         raise InputError(f"{path} is a {model_type!r} model; privloc can gate {', '.join(SUPPORTED_MODEL_TYPES)}")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise InputError(f"{path} has no tokenizer beside the model (save it there with save_pretrained)")
-    return str(folder)
+    return str(folder.resolve())
 
 
 def load_model(path: str, device):
     """The model (eval mode, on `device`) and its tokenizer, with the special tokens privloc needs."""
+    from transformers.utils import logging
+
     from .model import load_model as load_gpt2
     from .pipeline import pretrained_tokenizer
 
+    logging.disable_progress_bar()  # a bar for loading weights that take a fraction of a second
     try:
         model = load_gpt2(path)
     except (FileNotFoundError, OSError) as error:
@@ -104,7 +107,7 @@ def data_source(source: str) -> str:
     for split in ("train", "valid"):
         if not (folder / f"{split}.jsonl").is_file():
             raise InputError(f"dataset folder {source} has no {split}.jsonl (it needs train.jsonl and valid.jsonl)")
-    return str(folder)
+    return str(folder.resolve())
 
 
 def records(source: str, profile: str = "default") -> tuple[list[dict], list[dict]]:
@@ -121,10 +124,8 @@ def records(source: str, profile: str = "default") -> tuple[list[dict], list[dic
         raise InputError(str(error)) from None
 
 
-def load_data(source: str, tokenizer, max_len: int, profile: str = "default") -> Data:
-    """Records of both splits, encoded with the model's own tokenizer; refuses data with nothing to attack."""
-    from .tokenizer import encode_records
-
+def checked_records(source: str, profile: str = "default") -> tuple[list[dict], list[dict]]:
+    """The records of both splits, refused when there is nothing to attack (checked before a model is loaded)."""
     train, valid = records(source, profile)
     if not train or not valid:
         raise InputError(f"dataset {source} has an empty {'train' if not train else 'valid'}.jsonl")
@@ -134,6 +135,13 @@ def load_data(source: str, tokenizer, max_len: int, profile: str = "default") ->
     if "assoc" not in {k for r in train for k in span_kinds(r)}:
         raise InputError(f"dataset {source} has no memorisable PII: no span repeats an attribute of a data subject "
                          "already named in its document (give spans a \"subject\" that recurs)")
+    return train, valid
+
+
+def encode(source: str, train: list[dict], valid: list[dict], tokenizer, max_len: int) -> Data:
+    """Both splits encoded with the model's own tokenizer."""
+    from .tokenizer import encode_records
+
     return Data(source, train, valid, encode_records(tokenizer, train, max_len), encode_records(tokenizer, valid, max_len))
 
 
