@@ -7,7 +7,7 @@ so a refused or failed command leaves nothing behind.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from . import __version__, own
@@ -38,7 +38,7 @@ def _attack_config(args) -> AttackConfig:
     return cfg
 
 
-def _print_done(out: Path, files: list[str]) -> None:
+def _weightsdone(out: Path, files: list[str]) -> None:
     print(f"wrote {out}: {', '.join(files)}")
 
 
@@ -56,7 +56,7 @@ def audit(args) -> int:
     with own.staged(out) as tmp:
         auditing.write(report, tmp)
     print(auditing.summary_table(report))
-    _print_done(out, ["report.md", "report.json", "attacks.png", "categories.png", "budget.png"])
+    _weightsdone(out, ["report.md", "report.json", "attacks.png", "categories.png", "budget.png"])
     return 0
 
 
@@ -115,7 +115,7 @@ def localize(args) -> int:
             "them.", ""]))
     print(grid.to_string())
     print(f"{len(ids)} privacy neurons ({100 * summary['share']:.2f}% of {loc.masker.n_neurons}) in {loc.seconds:.1f} s")
-    _print_done(out, ["mask.json", "mask.safetensors", "summary.md", "summary.json"])
+    _weightsdone(out, ["mask.json", "mask.safetensors", "summary.md", "summary.json"])
     return 0
 
 
@@ -154,17 +154,20 @@ def mitigate(args) -> int:
     profile = args.profile if args.data else meta.get("profile", args.profile)
     train, valid = own.checked_records(source, profile)
     model, tokenizer = own.load_model(path, dev)
-    print_ = own.fingerprint(model)
-    if meta.get("model_fingerprint") not in (None, print_):
+    weights = own.fingerprint(model)
+    if meta.get("model_fingerprint") not in (None, weights):
         raise own.InputError(f"mask {args.mask} was learned on another model ({meta.get('model')}, weights "
-                             f"{meta['model_fingerprint']}), not on {path} (weights {print_})")
+                             f"{meta['model_fingerprint']}), not on {path} (weights {weights})")
     try:
         masker = NeuronMasker.from_file(model, base)
     except ValueError as error:
         raise own.InputError(str(error)) from None
     if args.top_k is not None and not 0 < args.top_k <= masker.n_neurons:
         raise own.InputError(f"--top-k {args.top_k}: expected 1 to {masker.n_neurons} (the gated units)")
-    cfg = LocalizeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("config", {}).items()})
+    # Only the fields this version knows: a mask of another privloc version may carry more or fewer.
+    known = {f.name for f in fields(LocalizeConfig)}
+    cfg = LocalizeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("config", {}).items()
+                            if k in known})
     loc = Localization(masker, [], 0.0, cfg, None)
     ids = masker.top_k(args.top_k) if args.top_k is not None else loc.closed_ids()
     data = own.encode(source, train, valid, tokenizer, _max_len(model, source, profile))
@@ -172,7 +175,7 @@ def mitigate(args) -> int:
     before, _ = auditing.run(model, tokenizer, data, attack_cfg)
     edited = deactivate(model, ids, masker.components).eval()
     after, _ = auditing.run(edited, tokenizer, data, attack_cfg)
-    info = {"name": out.name, "model": path, "model_fingerprint": print_, "model_type": model.config.model_type,
+    info = {"name": out.name, "model": path, "model_fingerprint": weights, "model_type": model.config.model_type,
             "n_removed": len(ids), "n_gated": masker.n_neurons, "top_k": args.top_k, "mask": str(base.parent.resolve()),
             "mask_data": meta.get("data", "unknown data"), "audit_data": source}
     with own.staged(out) as tmp:
@@ -181,12 +184,12 @@ def mitigate(args) -> int:
         atomic_write_text(tmp / "README.md", model_card(info, masker.counts(ids), before, after))
         write_json(tmp / "removed_neurons.json", {**info, "components": list(masker.components),
                                                   "ids": [int(i) for i in ids]})
-        write_json(tmp / "audit.json", {"before": before, "after": after})
+        write_json(tmp / "audit.json", {"before": {"model": path, **before}, "after": {"model": str(out), **after}})
     print(f"removed {len(ids)} of {masker.n_neurons} gated units")
     rows = dict(auditing.summary_rows(after))
     for name, value in auditing.summary_rows(before):
         print(f"  {name:<22} {value:>24}  ->  {rows.get(name, 'n/a')}")
-    _print_done(out, ["model weights and config", "tokenizer", "README.md (model card)", "removed_neurons.json",
+    _weightsdone(out, ["model weights and config", "tokenizer", "README.md (model card)", "removed_neurons.json",
                       "audit.json"])
     return 0
 
@@ -223,7 +226,7 @@ def train(args) -> int:
     last = history[-1]
     print(f"trained {args.steps} steps in {last['train_seconds']:.1f} s: memorised PII exact match "
           f"{last['em_assoc']:.3f}, non-PII perplexity {last['ppl_nonpii']:.2f}")
-    _print_done(out, ["model weights and config", "tokenizer", "training.json"])
+    _weightsdone(out, ["model weights and config", "tokenizer", "training.json"])
     return 0
 
 
