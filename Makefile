@@ -1,5 +1,5 @@
 # privloc: `make figures` regenerates every figure and table; `make test` runs the test suite.
-# The first call of either creates .venv (about 2 minutes); later calls reuse it.
+# The first call of either creates .venv from requirements.lock (about 2 minutes); later calls reuse it.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -24,13 +24,16 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup figures architectures test lint lab html bench check clean
+.PHONY: setup figures architectures test lint lab html bench check clean lock
 .DEFAULT_GOAL := figures
 
-$(VENV)/.installed: pyproject.toml
+# The exact versions of requirements.lock (torch first, so that its local CPU wheel is the one chosen), then
+# privloc itself without resolving anything again; pyproject.toml's ranges are for library users.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet "$$(grep '^torch==' requirements.lock)"
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
@@ -60,11 +63,24 @@ lint: $(VENV)/.installed
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks
 
+# Pages that work offline: MathJax from a local copy beside them, nothing loaded from a CDN (privloc/html.py).
 html: figures
-	$(VENV)/bin/jupyter nbconvert --to html --output-dir $(BUILD)/html $(EXECUTED)
+	$(PY) -m privloc.html --out $(BUILD)/html $(EXECUTED)
 
 clean:
 	rm -rf build artifacts .pytest_cache .ruff_cache
+
+# Regenerates requirements.lock: the newest versions pyproject.toml's ranges allow today, installed in a fresh
+# environment, kept only if the whole test suite passes with them. `make setup` then reinstalls .venv from it.
+LOCK_VENV := .venv-lock
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	$(LOCK_VENV)/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(LOCK_VENV)/bin/python -m pytest
+	$(LOCK_VENV)/bin/python -m privloc.lock write requirements.lock
+	rm -rf $(LOCK_VENV)
 
 bench: $(VENV)/.installed
 	$(PY) -m privloc.bench --out figures/bench.md

@@ -205,7 +205,17 @@ def _load_hf(source: str, split: str) -> list[dict]:
         raise DataError(f"'{source}' names no dataset: expected hf:<name>[:<config>]")
     import datasets  # heavy and only needed for this source
 
-    corpus = datasets.load_dataset(name, config or None)
+    try:
+        corpus = datasets.load_dataset(name, config or None)
+    except ConnectionError as error:
+        # datasets says "Couldn't reach ... (OfflineModeIsEnabled)" without saying how to allow the download.
+        if datasets.config.HF_HUB_OFFLINE or datasets.config.HF_DATASETS_OFFLINE:
+            raise DataError(
+                f"'{source}' is not in the local Hugging Face cache and downloads are off (HF_HUB_OFFLINE=1 and "
+                "HF_DATASETS_OFFLINE=1 are privloc's default): set HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0, or "
+                "pass --allow-download to the privloc command"
+            ) from None
+        raise DataError(f"could not download '{source}': {error}") from None
     wanted = ("train",) if split == "train" else _HF_VALID_SPLITS
     available = [s for s in wanted if s in corpus]
     if not available:

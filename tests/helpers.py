@@ -39,3 +39,48 @@ def tiny_corpus():
     kind = torch.where(category > 0, KINDS.index("assoc") + 1, 0)
     span_id = torch.where(category > 0, 0, -1)
     return Encoded(input_ids, attention, category, kind, span_id)
+
+
+def write_tiny_corpus(folder, n_subjects=8, docs_per_subject=8, seed=7):
+    """A dataset folder of short memos in which each subject's phone, birth date and e-mail recur: a small model
+    memorises them within a few hundred steps. The validation split has a cast of its own."""
+    import json
+    import random
+
+    from privloc.synthetic import sample_values
+
+    sentences = ("The phone number of this client is {PHONE}.", "You can call this client at {PHONE}.",
+                 "The client was born on {DATE}.", "Date of birth on file: {DATE}.", "Write to {EMAIL} for copies.",
+                 "The client's e-mail is {EMAIL}.", "The file was reviewed on Monday.", "No action is needed.")
+    rng = random.Random(seed)
+    values = {c: sample_values(c, 2 * n_subjects + 4, seed=seed) for c in ("PERSON", "PHONE", "DATE", "EMAIL")}
+
+    def memo(i, subject):
+        text, spans = "", []
+
+        def put(piece, category=None):
+            nonlocal text
+            if category:
+                spans.append({"start": len(text), "end": len(text) + len(piece), "category": category,
+                              "subject": subject})
+            text += piece
+
+        put("Memo about ")
+        put(values["PERSON"][i], "PERSON")
+        put(".")
+        for sentence in rng.sample(sentences, 3):
+            head, _, tail = sentence.partition("{")
+            put(" " + head)
+            if tail:
+                category, _, rest = tail.partition("}")
+                put(values[category][i], category)
+                put(rest)
+        return {"text": text + "\n", "spans": spans, "style": "memo"}
+
+    folder.mkdir(parents=True, exist_ok=True)
+    splits = {"train": [memo(i, f"s{i}") for i in range(n_subjects) for _ in range(docs_per_subject)],
+              "valid": [memo(i, f"v{i}") for i in range(n_subjects, n_subjects + 4) for _ in range(2)]}
+    for split, records in splits.items():
+        rng.shuffle(records)
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder

@@ -1,12 +1,10 @@
 """Tokenizer, label projection, config presets, artifact cache, victim training and the set-up files."""
 
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from privloc import artifacts
 from privloc.config import ModelConfig, TrainConfig, get_profile
@@ -126,16 +124,6 @@ def test_pretrained_round_trip(tokenizer, tmp_path):
     reloaded = build_model(ModelConfig(pretrained=str(tmp_path)), tokenizer)
     ids = torch.tensor([[1, 5, 7, 9]])
     assert torch.equal(model(ids).logits, reloaded(ids).logits)
-
-
-def test_environment_yml_matches_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    listed = {d for d in pip_section if not d.startswith("-e")}
-    assert listed == wanted
-    assert "python=3.11" in env["dependencies"]
 
 
 def test_pipeline_accepts_a_jsonl_folder_and_refuses_unknown_names(tmp_path, monkeypatch):

@@ -30,6 +30,11 @@ def test_notebook_runs_in_smoke_profile(notebook, smoke_dirs):
         str(notebook), str(smoke_dirs / notebook.name), cwd=str(notebook.parent), kernel_name="python3",
         parameters={"profile": "smoke", "figures_dir": str(figures)}, progress_bar=False,
     )
+    # `make html` exports the executed copy; the page must load nothing from the network (tests/test_html.py).
+    from privloc.html import export, remote_references
+
+    (page,) = export([smoke_dirs / notebook.name], smoke_dirs / "html")
+    assert not remote_references(page.read_text(encoding="utf-8"))
     committed = ROOT / "figures"
     assert not any(p.stat().st_mtime > smoke_dirs.stat().st_mtime for p in committed.glob("*")), \
         "a smoke run wrote into the committed figures/"

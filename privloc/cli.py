@@ -1,0 +1,136 @@
+"""`privloc`: audit a language model for PII leakage, localise its privacy neurons, and remove them.
+
+Only argparse is imported here, so `--help` answers at once; the work is in commands.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import __version__
+
+EPILOG = """examples:
+  privloc audit --model my-model --data my-corpus            # report folder audit-my-model/
+  privloc localize --model my-model --data my-corpus         # mask folder mask-my-model/
+  privloc mitigate --model my-model --mask mask-my-model --out my-model-mitigated
+
+A dataset is a folder with train.jsonl and valid.jsonl (one {"text", "spans"} record per line; README,
+"Your own data"), a built-in corpus (enron, echr, yelp_health) or hf:<name>."""
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the model runs (auto: a GPU when there is one)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    parser.add_argument("--allow-download", action="store_true",
+                        help="allow downloads from the Hugging Face hub (hf: datasets, hub model names); "
+                             "off by default, whatever HF_HUB_OFFLINE says")
+    parser.add_argument("--profile", default="default", choices=("smoke", "default", "paper"),
+                        help="for a built-in corpus: the profile whose corpus (and attack sizes) to use")
+
+
+def _model_and_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR", help="model folder (saved with save_pretrained, "
+                        "its tokenizer beside it)")
+    parser.add_argument("--data", required=True, metavar="DIR",
+                        help="dataset folder (train.jsonl + valid.jsonl), built-in corpus name or hf:<name>")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="privloc", description=__doc__.splitlines()[0].split(": ", 1)[1],
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"privloc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{audit,localize,mitigate,train}")
+
+    audit = sub.add_parser("audit", help="how much PII does the model leak? (the attack suite)",
+                           description="Run the attack suite on every memorised PII span and write report.md, "
+                                       "report.json (every number) and PNG plots to the output folder.")
+    _model_and_data(audit)
+    audit.add_argument("--budget", type=_positive(int), help="attacker budget B: tries per span (default: the profile's, 10)")
+    audit.add_argument("--spans", type=_positive(int), help="spans for beam search and candidates (default: the profile's, 100)")
+    audit.add_argument("--out", metavar="DIR", help="report folder (default audit-<model folder name>)")
+    _common(audit)
+
+    localize = sub.add_parser("localize", help="which neurons hold the PII? (Algorithm 1)",
+                              description="Learn HardConcrete gates that suppress memorised PII and keep "
+                                          "ordinary text; write the mask and a summary of where the neurons are.")
+    _model_and_data(localize)
+    localize.add_argument("--share", type=_share, help="share of gated units to select (default: the profile's)")
+    localize.add_argument("--steps", type=_positive(int), help="optimisation steps (default: the profile's)")
+    localize.add_argument("--categories", metavar="LIST", help="only these PII categories, e.g. EMAIL,PHONE")
+    localize.add_argument("--out", metavar="DIR", help="mask folder (default mask-<model folder name>)")
+    _common(localize)
+
+    mitigate = sub.add_parser("mitigate", help="a copy of the model with the privacy neurons removed",
+                              description="Zero the mask's neurons in a standalone copy (loadable by plain "
+                                          "transformers), with its tokenizer and a model card that gives the "
+                                          "audit before and after.")
+    mitigate.add_argument("--model", required=True, metavar="DIR", help="the model the mask was learned on")
+    mitigate.add_argument("--mask", required=True, metavar="DIR", help="a folder written by privloc localize")
+    mitigate.add_argument("--top-k", type=_positive(int), metavar="N",
+                          help="remove the N highest-ranked neurons instead of the mask's selection")
+    mitigate.add_argument("--data", metavar="DIR", help="data to audit on (default: the data of the mask)")
+    mitigate.add_argument("--budget", type=_positive(int), help="attacker budget B of the audits (default: the "
+                          "profile's, 10)")
+    mitigate.add_argument("--spans", type=_positive(int), help="spans for beam search and candidates in the audits")
+    mitigate.add_argument("--out", required=True, metavar="DIR", help="folder of the mitigated copy")
+    _common(mitigate)
+
+    train = sub.add_parser("train", help="train a small GPT-2 from scratch on a dataset (to try privloc out)",
+                           description="Train a tokenizer (on the non-PII text) and a small GPT-2 on the "
+                                       "training split; save both with save_pretrained.")
+    train.add_argument("--data", required=True, metavar="DIR", help="dataset folder or built-in corpus name")
+    train.add_argument("--out", required=True, metavar="DIR", help="model folder to write")
+    train.add_argument("--steps", type=_positive(int), default=300, help="training steps (default 300)")
+    train.add_argument("--layers", type=_positive(int), default=2, help="transformer blocks (default 2)")
+    train.add_argument("--width", type=_positive(int), default=64, help="model width (default 64)")
+    train.add_argument("--heads", type=_positive(int), default=2, help="attention heads (default 2)")
+    train.add_argument("--batch-size", type=_positive(int), default=16, help="documents per step (default 16)")
+    train.add_argument("--lr", type=_positive(float), default=3e-3, help="peak learning rate (default 3e-3)")
+    train.add_argument("--vocab-size", type=_positive(int), default=1024, help="BPE vocabulary (default 1024)")
+    train.add_argument("--max-len", type=_positive(int), default=256, help="tokens per document (default 256)")
+    _common(train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Before huggingface_hub is imported: it reads these once.
+    offline = "0" if args.allow_download else "1"
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = offline
+    from . import commands, own
+
+    if args.command == "train" and args.width % args.heads:
+        return _fail(args.command, f"--width {args.width} is not a multiple of --heads {args.heads}")
+    try:
+        return commands.COMMANDS[args.command](args)
+    except own.InputError as error:
+        return _fail(args.command, str(error))
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"privloc {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""The bodies of the `privloc` subcommands: check every input, compute with the notebooks' functions, write.
+
+Each command runs its checks (own.py) before any work, and writes its output folder in one rename at the end,
+so a refused or failed command leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+from . import __version__, own
+from .config import AttackConfig, LocalizeConfig, get_profile
+from .data import CATEGORIES, DATASETS
+
+# Documents longer than this are cut when the model allows longer ones: attention memory grows with it.
+MAX_LEN = 1024
+
+
+def _max_len(model, source: str, profile: str) -> int:
+    # A built-in corpus is encoded as its victim was trained; a user's data up to the model's context.
+    limit = get_profile(profile).data.max_len if source in DATASETS else MAX_LEN
+    return min(model.config.n_positions, limit)
+
+
+def _start(args) -> tuple[str, object]:
+    """The checked model folder and device; the model itself is loaded once the other inputs are checked too."""
+    return own.model_folder(args.model, args.allow_download), own.device(args.device)
+
+
+def _attack_config(args) -> AttackConfig:
+    cfg = replace(get_profile(args.profile).attack, seed=args.seed)
+    if getattr(args, "budget", None):
+        cfg = replace(cfg, budget=args.budget)
+    if getattr(args, "spans", None):
+        cfg = replace(cfg, search_spans=args.spans)
+    return cfg
+
+
+def _weightsdone(out: Path, files: list[str]) -> None:
+    print(f"wrote {out}: {', '.join(files)}")
+
+
+def audit(args) -> int:
+    from . import audit as auditing
+
+    path, dev = _start(args)
+    source = own.data_source(args.data)
+    out = own.output_folder(args.out or f"audit-{Path(path).name}", args.overwrite)
+    train, valid = own.checked_records(source, args.profile)
+    model, tokenizer = own.load_model(path, dev)
+    data = own.encode(source, train, valid, tokenizer, _max_len(model, source, args.profile))
+    report, _ = auditing.run(model, tokenizer, data, _attack_config(args))
+    report = {"model": path, "model_fingerprint": own.fingerprint(model), "privloc_version": __version__, **report}
+    with own.staged(out) as tmp:
+        auditing.write(report, tmp)
+    print(auditing.summary_table(report))
+    _weightsdone(out, ["report.md", "report.json", "attacks.png", "categories.png", "budget.png"])
+    return 0
+
+
+def _categories(text: str | None) -> tuple[str, ...] | None:
+    if not text:
+        return None
+    names = tuple(c.strip().upper() for c in text.split(",") if c.strip())
+    unknown = [c for c in names if c not in CATEGORIES]
+    if unknown:
+        raise own.InputError(f"unknown PII categories {', '.join(unknown)}: expected some of {', '.join(CATEGORIES)}")
+    return names
+
+
+def localize(args) -> int:
+    from .analysis import layer_component_counts
+    from .artifacts import atomic_write_text, write_json
+    from .localize import localize as algorithm_1
+
+    path, dev = _start(args)
+    source = own.data_source(args.data)
+    categories = _categories(args.categories)
+    out = own.output_folder(args.out or f"mask-{Path(path).name}", args.overwrite)
+    cfg = replace(get_profile(args.profile).localize, seed=args.seed)
+    if args.steps:
+        cfg = replace(cfg, steps=args.steps)
+    if args.share is not None:
+        cfg = replace(cfg, target_share=args.share)
+    train, valid = own.checked_records(source, args.profile)
+    model, tokenizer = own.load_model(path, dev)
+    data = own.encode(source, train, valid, tokenizer, _max_len(model, source, args.profile))
+    try:
+        loc = algorithm_1(model, data.enc_train, cfg, categories, progress=True)
+    except ValueError as error:  # e.g. no span of the requested categories
+        raise own.InputError(str(error)) from None
+    ids = loc.closed_ids()
+    counts = layer_component_counts(loc.masker, ids)
+    meta = {"history": loc.history, "seconds": loc.seconds, "categories": categories, "config": asdict(cfg),
+            "model": path, "model_fingerprint": own.fingerprint(model), "data": source, "profile": args.profile,
+            "privloc_version": __version__}
+    summary = {"model": path, "data": source, "n_neurons": len(ids), "n_gated": loc.masker.n_neurons,
+               "share": len(ids) / loc.masker.n_neurons, "seconds": loc.seconds, "steps": cfg.steps,
+               "categories": categories, "per_layer": {int(k): int(v) for k, v in counts.groupby("layer")["count"].sum().items()},
+               "per_component": {k: int(v) for k, v in counts.groupby("component", sort=False)["count"].sum().items()},
+               "cells": counts.to_dict("records")}
+    grid = loc.masker.counts(ids)
+    with own.staged(out) as tmp:
+        loc.masker.save(tmp / "mask", meta=meta)
+        write_json(tmp / "summary.json", summary)
+        atomic_write_text(tmp / "summary.md", "\n".join([
+            f"# Privacy neurons of {path}", "",
+            f"Algorithm 1 on `{source}`: {len(ids)} of {loc.masker.n_neurons} gated units "
+            f"({100 * summary['share']:.2f}%), {cfg.steps} steps, {loc.seconds:.1f} s"
+            + (f", PII categories {', '.join(categories)}" if categories else "") + ".", "",
+            "Privacy neurons per layer (rows) and component (columns):", "", grid.to_markdown(), "",
+            "`mask.json` + `mask.safetensors` hold the learned gates; `privloc mitigate --mask` this folder removes "
+            "them.", ""]))
+    print(grid.to_string())
+    print(f"{len(ids)} privacy neurons ({100 * summary['share']:.2f}% of {loc.masker.n_neurons}) in {loc.seconds:.1f} s")
+    _weightsdone(out, ["mask.json", "mask.safetensors", "summary.md", "summary.json"])
+    return 0
+
+
+def _mask_base(path: str) -> Path:
+    """The `<base>` of <base>.json/.safetensors: a folder holding mask.json, or a path to one of the files."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "mask"
+    elif p.suffix in (".json", ".safetensors"):
+        p = p.with_suffix("")
+    for suffix in (".json", ".safetensors"):
+        if not p.with_name(p.name + suffix).is_file():
+            raise own.InputError(f"no mask at {path}: expected a folder written by `privloc localize` "
+                                 f"(missing {p.name + suffix})")
+    return p
+
+
+def mitigate(args) -> int:
+    from . import audit as auditing
+    from .artifacts import atomic_write_text, write_json
+    from .card import model_card
+    from .localize import Localization
+    from .masking import NeuronMasker
+    from .mitigate import deactivate
+
+    path, dev = _start(args)
+    base = _mask_base(args.mask)
+    out = own.output_folder(args.out, args.overwrite)
+    try:
+        meta = json.loads(base.with_name(base.name + ".json").read_text()).get("meta", {})
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise own.InputError(f"corrupt mask header {base}.json: {error}") from None
+    if not (args.data or meta.get("data")):
+        raise own.InputError(f"mask {args.mask} does not say which data it was learned on: pass --data")
+    source = own.data_source(args.data or meta["data"])
+    profile = args.profile if args.data else meta.get("profile", args.profile)
+    train, valid = own.checked_records(source, profile)
+    model, tokenizer = own.load_model(path, dev)
+    weights = own.fingerprint(model)
+    if meta.get("model_fingerprint") not in (None, weights):
+        raise own.InputError(f"mask {args.mask} was learned on another model ({meta.get('model')}, weights "
+                             f"{meta['model_fingerprint']}), not on {path} (weights {weights})")
+    try:
+        masker = NeuronMasker.from_file(model, base)
+    except ValueError as error:
+        raise own.InputError(str(error)) from None
+    if args.top_k is not None and not 0 < args.top_k <= masker.n_neurons:
+        raise own.InputError(f"--top-k {args.top_k}: expected 1 to {masker.n_neurons} (the gated units)")
+    # Only the fields this version knows: a mask of another privloc version may carry more or fewer.
+    known = {f.name for f in fields(LocalizeConfig)}
+    cfg = LocalizeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("config", {}).items()
+                            if k in known})
+    loc = Localization(masker, [], 0.0, cfg, None)
+    ids = masker.top_k(args.top_k) if args.top_k is not None else loc.closed_ids()
+    data = own.encode(source, train, valid, tokenizer, _max_len(model, source, profile))
+    attack_cfg = _attack_config(args)
+    before, _ = auditing.run(model, tokenizer, data, attack_cfg)
+    edited = deactivate(model, ids, masker.components).eval()
+    after, _ = auditing.run(edited, tokenizer, data, attack_cfg)
+    info = {"name": out.name, "model": path, "model_fingerprint": weights, "model_type": model.config.model_type,
+            "n_removed": len(ids), "n_gated": masker.n_neurons, "top_k": args.top_k, "mask": str(base.parent.resolve()),
+            "mask_data": meta.get("data", "unknown data"), "audit_data": source}
+    with own.staged(out) as tmp:
+        edited.to("cpu").save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        atomic_write_text(tmp / "README.md", model_card(info, masker.counts(ids), before, after))
+        write_json(tmp / "removed_neurons.json", {**info, "components": list(masker.components),
+                                                  "ids": [int(i) for i in ids]})
+        write_json(tmp / "audit.json", {"before": {"model": path, **before}, "after": {"model": str(out), **after}})
+    print(f"removed {len(ids)} of {masker.n_neurons} gated units")
+    rows = dict(auditing.summary_rows(after))
+    for name, value in auditing.summary_rows(before):
+        print(f"  {name:<22} {value:>24}  ->  {rows.get(name, 'n/a')}")
+    _weightsdone(out, ["model weights and config", "tokenizer", "README.md (model card)", "removed_neurons.json",
+                      "audit.json"])
+    return 0
+
+
+def train(args) -> int:
+    import torch
+
+    from .artifacts import write_json
+    from .config import ModelConfig, TrainConfig
+    from .data import non_pii_text
+    from .model import build_model, train_victim
+    from .pipeline import memorisation_metrics
+    from .tokenizer import encode_records, train_tokenizer
+
+    dev = own.device(args.device)
+    source = own.data_source(args.data)
+    out = own.output_folder(args.out, args.overwrite)
+    train_records, valid_records = own.records(source, args.profile)
+    # As for the victims: the tokenizer never sees the private strings (pipeline.tokenizer_texts).
+    tokenizer = train_tokenizer(non_pii_text(train_records), vocab_size=args.vocab_size)
+    data = own.Data(source, train_records, valid_records, encode_records(tokenizer, train_records, args.max_len),
+                    encode_records(tokenizer, valid_records, args.max_len))
+    torch.manual_seed(args.seed)
+    model = build_model(ModelConfig(n_layer=args.layers, n_embd=args.width, n_head=args.heads,
+                                    n_positions=args.max_len), tokenizer)
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=min(30, args.steps // 10 + 1),
+                      eval_every=args.steps, seed=args.seed)
+    history = train_victim(model, data.enc_train, cfg, lambda m: memorisation_metrics(m, data), dev, progress=True)
+    with own.staged(out) as tmp:
+        model.to("cpu").save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        write_json(tmp / "training.json", {"data": source, "history": history, "config": asdict(cfg),
+                                           "privloc_version": __version__})
+    last = history[-1]
+    print(f"trained {args.steps} steps in {last['train_seconds']:.1f} s: memorised PII exact match "
+          f"{last['em_assoc']:.3f}, non-PII perplexity {last['ppl_nonpii']:.2f}")
+    _weightsdone(out, ["model weights and config", "tokenizer", "training.json"])
+    return 0
+
+
+COMMANDS = {"audit": audit, "localize": localize, "mitigate": mitigate, "train": train}

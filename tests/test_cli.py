@@ -1,0 +1,215 @@
+"""The `privloc` command as a user drives it: train → audit → localize → mitigate → audit the copy, and every
+bad input refused with one line, a non-zero exit and nothing written."""
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from helpers import write_tiny_corpus
+
+from privloc import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def privloc(*args, cwd):
+    """Run `python -m privloc` in a child as a user would; the checkout comes first on its path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "privloc", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def ok(result):
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_train_audit_localize_mitigate_and_audit_the_copy(tmp_path):
+    write_tiny_corpus(tmp_path / "corpus", n_subjects=6, docs_per_subject=6)
+    ok(privloc("train", "--data", "corpus", "--out", "model", "--steps", "150", "--device", "cpu", cwd=tmp_path))
+    assert {"config.json", "model.safetensors", "tokenizer.json", "training.json"} <= {
+        p.name for p in (tmp_path / "model").iterdir()}
+
+    audit = ok(privloc("audit", "--model", "model", "--data", "corpus", "--spans", "40", "--out", "audit",
+                       "--device", "cpu", cwd=tmp_path))
+    assert "leak_any" in audit.stdout and "exposure" in audit.stdout
+    for name in ("report.md", "report.json", "attacks.png", "categories.png", "budget.png"):
+        assert (tmp_path / "audit" / name).stat().st_size > 0, name
+    before = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert set(before["leakage"]) >= {"greedy", "beam", "sample", "candidates", "logit_lens", "any"}
+    assert before["n_search_spans"] == 40 and before["n_pass_spans"] == before["n_assoc_spans"] > 40
+    assert set(before["per_category"]) == {"PHONE", "DATE", "EMAIL"}
+    assert before["perplexity"]["ppl_nonpii"] > 1 and before["exposure"]["exposure"] > before["exposure"]["exposure_chance"]
+    assert before["leakage"]["greedy"] > 0.5, "the tiny model should have memorised its PII"
+    assert "## Recovered examples" in (tmp_path / "audit" / "report.md").read_text() and before["examples"]
+
+    ok(privloc("localize", "--model", "model", "--data", "corpus", "--steps", "60", "--out", "mask", "--device", "cpu",
+               cwd=tmp_path))
+    summary = json.loads((tmp_path / "mask" / "summary.json").read_text())
+    assert {"mask.json", "mask.safetensors", "summary.md"} <= {p.name for p in (tmp_path / "mask").iterdir()}
+    assert summary["n_neurons"] == sum(summary["per_layer"].values()) == sum(summary["per_component"].values()) > 0
+
+    mitigated = ok(privloc("mitigate", "--model", "model", "--mask", "mask", "--spans", "40", "--out", "copy",
+                           "--device", "cpu", cwd=tmp_path))
+    assert "->" in mitigated.stdout
+    card = (tmp_path / "copy" / "README.md").read_text()
+    assert f"{summary['n_neurons']} of {summary['n_gated']} gated units" in card and "| leak_any |" in card
+    removed = json.loads((tmp_path / "copy" / "removed_neurons.json").read_text())
+    assert len(removed["ids"]) == summary["n_neurons"]
+
+    # The copy needs no privloc: a child without it on the path loads it with plain transformers.
+    load = ("import sys, transformers; m = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1]); "
+            "t = transformers.AutoTokenizer.from_pretrained(sys.argv[1]); print(type(m).__name__, len(t))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    loaded = subprocess.run([sys.executable, "-I", "-c", load, str(tmp_path / "copy")], env=env,
+                            capture_output=True, text=True, timeout=300, cwd="/")
+    assert loaded.returncode == 0 and loaded.stdout.startswith("GPT2LMHeadModel"), loaded.stderr[-2000:]
+
+    ok(privloc("audit", "--model", "copy", "--data", "corpus", "--spans", "40", "--out", "audit-copy",
+               "--device", "cpu", cwd=tmp_path))
+    after = json.loads((tmp_path / "audit-copy" / "report.json").read_text())
+    assert after["n_search_spans"] == before["n_search_spans"]
+    for attack in ("greedy", "beam", "sample"):
+        assert after["leakage"][attack] < before["leakage"][attack], attack
+    assert after["leakage"]["any"] <= before["leakage"]["any"]
+    # The card's "after" column is the same audit as the one run on the saved copy.
+    assert json.loads((tmp_path / "copy" / "audit.json").read_text())["after"]["leakage"] == after["leakage"]
+
+
+# --- bad input: one line, non-zero exit, nothing written -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """A small untrained model folder with its tokenizer, a dataset folder, and a mask of another model."""
+    from privloc.config import ModelConfig
+    from privloc.masking import NeuronMasker
+    from privloc.model import build_model
+    from privloc.own import fingerprint
+    from privloc.tokenizer import train_tokenizer
+
+    base = tmp_path_factory.mktemp("folders")
+    corpus = write_tiny_corpus(base / "corpus", n_subjects=3, docs_per_subject=2)
+    texts = [json.loads(line)["text"] for line in (corpus / "train.jsonl").read_text().splitlines()]
+    tokenizer = train_tokenizer(texts, vocab_size=300)
+    for name, seed in (("model", 0), ("other", 1)):
+        import torch
+
+        torch.manual_seed(seed)
+        model = build_model(ModelConfig(n_layer=1, n_embd=16, n_head=2, n_positions=128), tokenizer)
+        model.save_pretrained(str(base / name))
+        tokenizer.save_pretrained(str(base / name))
+        NeuronMasker(model).save(base / f"mask-{name}" / "mask", meta={
+            "model_fingerprint": fingerprint(model), "model": str(base / name), "data": str(corpus)})
+    deeper = build_model(ModelConfig(n_layer=2, n_embd=16, n_head=2, n_positions=128), tokenizer)
+    NeuronMasker(deeper).save(base / "mask-deeper" / "mask", meta={"data": str(corpus)})
+    (base / "no-config").mkdir()
+    (base / "no-tokenizer").mkdir()
+    (base / "no-tokenizer" / "config.json").write_text((base / "model" / "config.json").read_text())
+    (base / "unknown-type").mkdir()
+    (base / "unknown-type" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    tokenizer.save_pretrained(str(base / "unknown-type"))
+    nospans = base / "no-spans"
+    nospans.mkdir()
+    for split in ("train", "valid"):
+        (nospans / f"{split}.jsonl").write_text(json.dumps({"text": "Nothing private here.", "spans": []}) + "\n")
+    (base / "taken").mkdir()
+    return base
+
+
+def refused(capsys, tmp_path, monkeypatch, *argv, match):
+    monkeypatch.chdir(tmp_path)
+    # main() sets the offline switches for the process; monkeypatch puts them back afterwards.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    before = sorted(tmp_path.rglob("*"))
+    capsys.readouterr()
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1, err
+    assert match in err, err
+    assert sorted(tmp_path.rglob("*")) == before, "a refused command wrote something"
+    return err
+
+
+@pytest.mark.parametrize("case", ["missing", "no-config", "no-tokenizer", "unknown-type"])
+def test_a_bad_model_folder_is_refused(case, folders, capsys, tmp_path, monkeypatch):
+    expected = {"missing": "does not exist", "no-config": "no config.json", "no-tokenizer": "no tokenizer",
+                "unknown-type": "'bert' model; privloc can gate gpt2, gpt_neo, gpt_neox, llama, mistral, qwen2"}[case]
+    for command in ("audit", "localize"):
+        refused(capsys, tmp_path, monkeypatch, command, "--model", str(folders / case), "--data",
+                str(folders / "corpus"), "--out", "out", match=expected)
+    refused(capsys, tmp_path, monkeypatch, "mitigate", "--model", str(folders / case), "--mask",
+            str(folders / "mask-model"), "--out", "out", match=expected)
+
+
+def test_bad_data_is_refused(folders, capsys, tmp_path, monkeypatch):
+    model = str(folders / "model")
+    refused(capsys, tmp_path, monkeypatch, "audit", "--model", model, "--data", str(folders / "no-spans"),
+            "--out", "out", match="no PII spans")
+    refused(capsys, tmp_path, monkeypatch, "localize", "--model", model, "--data", str(folders / "missing"),
+            "--out", "out", match="unknown dataset")
+    refused(capsys, tmp_path, monkeypatch, "localize", "--model", model, "--data", str(folders / "corpus"),
+            "--categories", "EMAIL,SSN", "--out", "out", match="unknown PII categories SSN")
+
+
+def test_an_hf_dataset_while_offline_says_how_to_allow_downloads(folders, capsys, tmp_path, monkeypatch):
+    err = refused(capsys, tmp_path, monkeypatch, "audit", "--model", str(folders / "model"), "--data",
+                  "hf:privloc-test/no-such-dataset", "--out", "out", match="--allow-download")
+    assert "OfflineModeIsEnabled" not in err
+
+
+def test_a_mask_of_another_model_is_refused(folders, capsys, tmp_path, monkeypatch):
+    model = str(folders / "model")
+    refused(capsys, tmp_path, monkeypatch, "mitigate", "--model", model, "--mask", str(folders / "mask-other"),
+            "--out", "out", match="learned on another model")
+    refused(capsys, tmp_path, monkeypatch, "mitigate", "--model", model, "--mask", str(folders / "mask-deeper"),
+            "--out", "out", match="does not fit this model: n_layer")
+    refused(capsys, tmp_path, monkeypatch, "mitigate", "--model", model, "--mask", str(folders / "corpus"),
+            "--out", "out", match="no mask at")
+    refused(capsys, tmp_path, monkeypatch, "mitigate", "--model", model, "--mask", str(folders / "mask-model"),
+            "--top-k", "100000", "--out", "out", match="--top-k 100000")
+
+
+def test_an_existing_output_folder_needs_overwrite(folders, capsys, tmp_path, monkeypatch):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    for argv in (("audit", "--model", str(folders / "model"), "--data", str(folders / "corpus")),
+                 ("mitigate", "--model", str(folders / "model"), "--mask", str(folders / "mask-model")),
+                 ("train", "--data", str(folders / "corpus"))):
+        refused(capsys, tmp_path, monkeypatch, *argv, "--out", "taken", match="pass --overwrite")
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_without_a_gpu_is_refused(folders, capsys, tmp_path, monkeypatch):
+    refused(capsys, tmp_path, monkeypatch, "audit", "--model", str(folders / "model"), "--data",
+            str(folders / "corpus"), "--device", "cuda", match="no CUDA device")
+
+
+def test_the_console_script_refuses_in_one_line_and_helps(folders, tmp_path):
+    result = privloc("localize", "--model", str(folders / "no-config"), "--data", str(folders / "corpus"),
+                     cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert result.stderr.startswith("privloc localize: error:") and not list(tmp_path.iterdir())
+    for command in ("audit", "localize", "mitigate", "train"):
+        text = ok(privloc(command, "--help", cwd=tmp_path)).stdout
+        assert "--device" in text and "--seed" in text and "--overwrite" in text, command
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"privloc": "privloc.cli:main"}
+
+
+def test_the_pipeline_says_how_to_allow_an_hf_download(monkeypatch, tmp_path):
+    from privloc import pipeline
+    from privloc.data import DataError
+
+    monkeypatch.setenv("PRIVLOC_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="HF_DATASETS_OFFLINE=0") as error:
+        pipeline.corpus("hf:privloc-test/no-such-dataset", "smoke")
+    assert "OfflineModeIsEnabled" not in str(error.value)
