@@ -90,11 +90,12 @@ class LocalizeConfig:
     # arbitrary part of what training closed; the projection holds every target of 1-8% (tests/test_localize.py).
     share_control: str = "projection"
     # The PII term (localize.pii_loss) and its targets: every token of each memorised span, or only the first
-    # (the token recalled from the subject, the paper's choice). Chosen in notebook 08 by the attack suite at a
-    # 5% budget: every-token neg-CE had the lowest leak_any of six variants (one seed, 60 spans per corpus:
-    # 1.00 / 0.97 / 0.85 on enron / echr / yelp_health against 1.00 for the paper's first-token unlikelihood)
-    # within +5% perplexity; notebook 08 reruns the comparison and says whether it still holds.
-    loss: str = "neg_ce"  # or "unlikelihood", "margin", "entropy"
+    # (the token recalled from the subject, the paper's choice). Chosen in notebook 09 by the attack suite at a
+    # 5% budget (one seed, 100 spans per corpus): every-token margin had the lowest mean leak_any of six
+    # variants (0.97, against 0.99 for every-token neg-CE, the previous default, and 1.00 for the paper's
+    # first-token unlikelihood), and the lowest beam and sampling leakage, within +2.5% perplexity; notebook 09
+    # reruns the comparison and says whether it still holds.
+    loss: str = "margin"  # or "unlikelihood", "neg_ce", "entropy"
     margin_rank: int = 10  # the margin loss pushes each target below this many other tokens
     kinds: tuple[str, ...] = ("assoc",)  # PII targets to suppress
     first_token: bool = False

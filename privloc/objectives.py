@@ -2,7 +2,7 @@
 
 A variant is a PII loss (localize.pii_loss) and a choice of targets: the first token of each memorised span
 (the token recalled from the context) or every token of it. All run at the profile's target share, so they
-are compared at an equal neuron budget; notebook 08 tabulates them and `choose` picks one by a stated rule.
+are compared at an equal neuron budget; notebook 09 tabulates them and `choose` picks one by a stated rule.
 """
 
 from __future__ import annotations

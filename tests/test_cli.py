@@ -170,7 +170,7 @@ def test_a_mask_of_another_model_is_refused(folders, capsys, tmp_path, monkeypat
     refused(capsys, tmp_path, monkeypatch, "mitigate", "--model", model, "--mask", str(folders / "mask-other"),
             "--out", "out", match="learned on another model")
     refused(capsys, tmp_path, monkeypatch, "mitigate", "--model", model, "--mask", str(folders / "mask-deeper"),
-            "--out", "out", match="does not fit this model: n_layer")
+            "--out", "out", match="does not fit this gpt2 model with 1 layers × 16: n_layer is 2")
     refused(capsys, tmp_path, monkeypatch, "mitigate", "--model", model, "--mask", str(folders / "corpus"),
             "--out", "out", match="no mask at")
     refused(capsys, tmp_path, monkeypatch, "mitigate", "--model", model, "--mask", str(folders / "mask-model"),

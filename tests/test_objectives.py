@@ -1,4 +1,4 @@
-"""The objective variants of notebook 08 and the rule that chooses among them."""
+"""The objective variants of notebook 09 and the rule that chooses among them."""
 
 import pandas as pd
 import pytest
