@@ -21,7 +21,9 @@ MAX_LEN = 1024
 def _max_len(model, source: str, profile: str) -> int:
     # A built-in corpus is encoded as its victim was trained; a user's data up to the model's context.
     limit = get_profile(profile).data.max_len if source in DATASETS else MAX_LEN
-    return min(model.config.n_positions, limit)
+    # Every known family's config answers max_position_embeddings (GPT-2's maps it onto n_positions).
+    context = getattr(model.config, "max_position_embeddings", None)
+    return min(context, limit) if context else limit
 
 
 def _start(args) -> tuple[str, object]:

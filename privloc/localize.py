@@ -2,8 +2,8 @@
 
     L = L_pii + λ_keep · L_keep + λ_0 · R
 
-L_pii is a suppression loss on PII targets (pii_loss: by default the clipped negative cross-entropy on every
-token of each memorised span; the paper's unlikelihood −log(1 − p(x_t | x_<t)) on first tokens is a setting),
+L_pii is a suppression loss on PII targets (pii_loss: by default a margin that pushes every token of each
+memorised span below ten others; the paper's unlikelihood −log(1 − p(x_t | x_<t)) on first tokens is a setting),
 L_keep the cross-entropy on non-PII targets of the same batch, R the expected share of closed gates. Only
 log α is trained; the model is frozen.
 """

@@ -213,3 +213,30 @@ def test_the_pipeline_says_how_to_allow_an_hf_download(monkeypatch, tmp_path):
     with pytest.raises(DataError, match="HF_DATASETS_OFFLINE=0") as error:
         pipeline.corpus("hf:privloc-test/no-such-dataset", "smoke")
     assert "OfflineModeIsEnabled" not in str(error.value)
+
+
+@pytest.mark.parametrize("family", ["gpt_neo", "gpt_neox", "llama"])
+def test_every_family_is_audited_localised_and_mitigated(family, folders, tmp_path, monkeypatch):
+    # The commands read sizes through the family description, not GPT-2's config names (n_positions, n_layer).
+    import torch
+    import transformers
+
+    from privloc.config import ModelConfig
+    from privloc.model import build_model
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folders / "model"))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_layer=1, n_embd=16, n_head=2, n_positions=128, architecture=family), tokenizer)
+    model.save_pretrained("model")
+    tokenizer.save_pretrained("model")
+    corpus = str(folders / "corpus")
+    common = ["--device", "cpu", "--profile", "smoke"]
+    assert cli.main(["audit", "--model", "model", "--data", corpus, "--spans", "10", "--out", "audit", *common]) == 0
+    assert json.loads(Path("audit/report.json").read_text())["leakage"]["any"] >= 0
+    assert cli.main(["localize", "--model", "model", "--data", corpus, "--steps", "5", "--out", "mask", *common]) == 0
+    assert cli.main(["mitigate", "--model", "model", "--mask", "mask", "--spans", "10", "--out", "copy", *common]) == 0
+    copy = transformers.AutoModelForCausalLM.from_pretrained("copy")
+    assert copy.config.model_type == model.config.model_type
