@@ -34,6 +34,22 @@ VARIANTS: dict[str, dict] = {
 LEAKS = ("leak_greedy", "leak_beam", "leak_sample", "leak_candidates", "leak_any", "leak_logit_lens")
 
 
+def tuning_variants(cfg) -> dict[str, dict]:
+    """More optimisation for the objective of `cfg` (a LocalizeConfig), relative to its settings: more steps, a
+    lighter keep term, a wider margin, a larger learning rate. Does the chosen loss only need more of a push?"""
+    steps, keep, lr = cfg.steps, cfg.lambda_keep, cfg.lr
+    base = {"loss": cfg.loss, "first_token": cfg.first_token}
+    return {
+        "as in the profile": base,
+        f"{round(steps * 8 / 3)} steps": {**base, "steps": round(steps * 8 / 3)},
+        f"lambda_keep {keep / 5:g}": {**base, "lambda_keep": keep / 5},
+        f"margin_rank {cfg.margin_rank * 5}": {**base, "margin_rank": cfg.margin_rank * 5},
+        f"lr {lr * 2:g}, {steps * 2} steps": {**base, "lr": lr * 2, "steps": steps * 2},
+        f"lambda_keep {keep / 5:g}, {round(steps * 8 / 3)} steps": {**base, "lambda_keep": keep / 5,
+                                                                   "steps": round(steps * 8 / 3)},
+    }
+
+
 def variant_of(cfg) -> str | None:
     """The name of the variant a LocalizeConfig runs, or None if it is none of them."""
     return next((name for name, fields in VARIANTS.items()

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from privloc.config import LocalizeConfig, get_profile
-from privloc.objectives import VARIANTS, choose, variant_of, with_variant
+from privloc.objectives import VARIANTS, choose, tuning_variants, variant_of, with_variant
 
 
 def rows(dataset, **variants):
@@ -46,3 +46,16 @@ def test_variants_name_configs_and_the_default_is_one_of_them():
     assert with_variant("default", "every-token margin").localize.loss == "margin"
     with pytest.raises(ValueError, match="unknown objective variant"):
         with_variant("default", "nope")
+
+
+def test_tuning_variants_push_the_profile_objective_harder_and_keep_its_loss():
+    from dataclasses import replace
+
+    base = LocalizeConfig()
+    tuned = {name: replace(base, **fields) for name, fields in tuning_variants(base).items()}
+    assert tuned["as in the profile"] == base
+    assert all(variant_of(cfg) == variant_of(base) for cfg in tuned.values())
+    assert max(cfg.steps for cfg in tuned.values()) > base.steps
+    assert min(cfg.lambda_keep for cfg in tuned.values()) < base.lambda_keep
+    assert max(cfg.margin_rank for cfg in tuned.values()) > base.margin_rank
+    assert len({cfg for cfg in tuned.values()}) == len(tuned), "two tuning variants are the same config"
