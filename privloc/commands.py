@@ -22,8 +22,7 @@ def _max_len(model, source: str, profile: str) -> int:
     # A built-in corpus is encoded as its victim was trained; a user's data up to the model's context.
     limit = get_profile(profile).data.max_len if source in DATASETS else MAX_LEN
     # Every known family's config answers max_position_embeddings (GPT-2's maps it onto n_positions).
-    context = getattr(model.config, "max_position_embeddings", None)
-    return min(context, limit) if context else limit
+    return min(model.config.max_position_embeddings, limit)
 
 
 def _start(args) -> tuple[str, object]:

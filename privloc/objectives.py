@@ -37,16 +37,15 @@ LEAKS = ("leak_greedy", "leak_beam", "leak_sample", "leak_candidates", "leak_any
 def tuning_variants(cfg) -> dict[str, dict]:
     """More optimisation for the objective of `cfg` (a LocalizeConfig), relative to its settings: more steps, a
     lighter keep term, a wider margin, a larger learning rate. Does the chosen loss only need more of a push?"""
-    steps, keep, lr = cfg.steps, cfg.lambda_keep, cfg.lr
     base = {"loss": cfg.loss, "first_token": cfg.first_token}
+    longer, lighter = round(cfg.steps * 8 / 3), cfg.lambda_keep / 5
     return {
         "as in the profile": base,
-        f"{round(steps * 8 / 3)} steps": {**base, "steps": round(steps * 8 / 3)},
-        f"lambda_keep {keep / 5:g}": {**base, "lambda_keep": keep / 5},
+        f"{longer} steps": {**base, "steps": longer},
+        f"lambda_keep {lighter:g}": {**base, "lambda_keep": lighter},
         f"margin_rank {cfg.margin_rank * 5}": {**base, "margin_rank": cfg.margin_rank * 5},
-        f"lr {lr * 2:g}, {steps * 2} steps": {**base, "lr": lr * 2, "steps": steps * 2},
-        f"lambda_keep {keep / 5:g}, {round(steps * 8 / 3)} steps": {**base, "lambda_keep": keep / 5,
-                                                                   "steps": round(steps * 8 / 3)},
+        f"lr {cfg.lr * 2:g}, {cfg.steps * 2} steps": {**base, "lr": cfg.lr * 2, "steps": cfg.steps * 2},
+        f"lambda_keep {lighter:g}, {longer} steps": {**base, "lambda_keep": lighter, "steps": longer},
     }
 
 
