@@ -125,11 +125,15 @@ def _plots(report: dict, folder: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     leak = {a: v for a, v in report["leakage"].items() if a != "candidates_chance" and v is not None}
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar(list(leak), list(leak.values()), color="#0072B2")
-    ax.axhline(report["leakage"]["candidates_chance"], color="grey", ls="--", lw=1, label="candidates at chance")
-    ax.set(ylim=(0, 1.05), ylabel="share of spans recovered", title=f"leakage per attack, B = {report['budget']}")
-    ax.legend(loc="upper right", fontsize=8)
+    # Horizontal bars: the attack names are long and would run together under vertical ones.
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(leak) + 1))
+    names = [a.replace("_", " ") for a in leak][::-1]
+    ax.barh(names, list(leak.values())[::-1], color="#0072B2")
+    for y, value in enumerate(list(leak.values())[::-1]):
+        ax.text(min(value, 1) + 0.01, y, f"{value:.2f}", va="center", fontsize=8)
+    ax.axvline(report["leakage"]["candidates_chance"], color="grey", ls="--", lw=1, label="candidates at chance")
+    ax.set(xlim=(0, 1.12), xlabel="share of spans recovered", title=f"leakage per attack, B = {report['budget']}")
+    ax.legend(loc="lower right", fontsize=8)
     fig.savefig(folder / "attacks.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
@@ -147,10 +151,15 @@ def _plots(report: dict, folder: Path) -> list[str]:
 
     sweep = pd.DataFrame(report["budget_sweep"])
     fig, ax = plt.subplots(figsize=(6, 3))
-    for column in [c for c in sweep if c != "budget"]:
-        ax.plot(sweep["budget"], sweep[column], marker="o", label=column)
+    # Distinct markers and dashes, drawn widest first: lines that coincide (candidates under "any") stay visible.
+    styles = ["-", "--", "-.", ":", (0, (3, 1, 1, 1)), (0, (5, 2))]
+    markers = ["o", "s", "^", "D", "v", "x"]
+    columns = [c for c in sweep if c != "budget"]
+    for k, column in enumerate(columns):
+        ax.plot(sweep["budget"], sweep[column], marker=markers[k % 6], ls=styles[k % 6], lw=2.6 - 0.3 * k,
+                label=column.removeprefix("leak_").replace("_", " "), alpha=0.85)
     ax.set(xscale="log", ylim=(0, 1.05), xlabel="attacker budget B (tries)", ylabel="share recovered",
-           title="leakage against the budget (beam search only at B)")
+           title="leakage against the attacker's budget")
     ax.legend(fontsize=7, ncol=3)
     fig.savefig(folder / "budget.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -174,9 +183,16 @@ def markdown(report: dict, plots: list[str]) -> str:
               f"Greedy exact match over every scored span: {_fmt(report['exact_match'])}. The candidate attack "
               f"would recover {_fmt(report['leakage']['candidates_chance'])} by chance.", "",
               "## Per PII category", ""]
-    keys = ["n_spans", "exact_match", *[k for k in report["leakage"] if k != "candidates_chance"], "exposure", "mrr"]
+    # leak_greedy is the greedy exact match; beam, candidates and `any` rest on the n_search_spans.
+    keys = ["n_spans", "n_search_spans", *[k for k in report["leakage"] if k != "candidates_chance"], "exposure",
+            "mrr"]
     table = [[c, *[_fmt(v.get(k)) for k in keys]] for c, v in report["per_category"].items()]
-    lines += [tabulate(table, headers=["category", *keys], tablefmt="github"), "", "## Recovered examples", ""]
+    lines += [tabulate(table, headers=["category", *keys], tablefmt="github"), "",
+              "`n_spans` spans per category are scored by greedy, sampling and the logit lens; beam search, "
+              "candidates and `any` by the first `n_search_spans` of them.", "", "## Recovered examples", ""]
+    if report.get("pii_redacted", True):
+        lines += ["PII is redacted (first character and format kept); `privloc audit --show-pii` prints it in "
+                  "full.", ""]
     if report["examples"]:
         # A pipe inside a cell would split it.
         table = [[str(x).replace("|", "\\|") for x in (e["category"], e["prompt"], e["true_pii"],

@@ -26,8 +26,8 @@ def model_card(info: dict, counts: pd.DataFrame, before: dict, after: dict) -> s
         "privloc. The tokenizer beside it is the original's.", "",
         "## What was removed", "",
         f"The units are {selection}, learned by privloc's Algorithm 1 (Chen et al., ACL 2024: HardConcrete gates "
-        f"trained to suppress memorised PII while keeping ordinary text) on `{info['mask_data']}`; mask "
-        f"`{info['mask']}`. A unit is one output of a linear map in a transformer block (`attn.q/k/v` the query, "
+        f"trained to suppress memorised PII while keeping ordinary text) on `{info['mask_data']}`. A unit is one output of a linear map in a transformer "
+        "block (`attn.q/k/v` the query, "
         "key and value slices, `attn.o` the attention output, `mlp.in` the MLP hidden units, `mlp.out` the MLP "
         "output). Units per layer and component:", "",
         counts.to_markdown(), "",
@@ -39,7 +39,8 @@ def model_card(info: dict, counts: pd.DataFrame, before: dict, after: dict) -> s
         "recovers; perplexity is on the validation split's non-PII tokens.", "",
         table, "",
         "Lower leakage here means these attacks recover less; it does not mean the PII is gone from the weights. "
-        "Check `leak_any` and the candidate attack before relying on the copy.", "",
+        "Check `leak_any` and the candidate attack before relying on the copy. `audit.json` holds every number of "
+        "both audits and nothing else: no PII, no example, no local path.", "",
         f"Made with privloc {__version__} (`privloc mitigate`).",
     ]
     return "\n".join(lines) + "\n"

@@ -6,10 +6,15 @@ Only argparse is imported here, so `--help` answers at once; the work is in comm
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import signal
 import sys
+import warnings
 
 from . import __version__
+
+MIN_LEN = 16  # --max-len: BOS, EOS and a sentence that holds a PII value
 
 EPILOG = """examples:
   privloc audit --model my-model --data my-corpus            # report folder audit-my-model/
@@ -20,19 +25,42 @@ A dataset is a folder with train.jsonl and valid.jsonl (one {"text", "spans"} re
 "Your own data"), a built-in corpus (enron, echr, yelp_health) or hf:<name>."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage itself is one `--help` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _positive(kind):
+    noun = "whole number" if kind is int else "number"
+
     def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {noun}, got {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {noun}, got {text!r}")
         return value
     return parse
 
 
 def _share(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}") from None
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
+    return value
+
+
+def _context(text: str) -> int:
+    value = _positive(int)(text)
+    if value < MIN_LEN:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_LEN} tokens (a document needs room for its PII), "
+                                         f"got {text}")
     return value
 
 
@@ -40,7 +68,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the model runs (auto: a GPU when there is one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it holds an earlier output of privloc (never another folder)")
     parser.add_argument("--allow-download", action="store_true",
                         help="allow downloads from the Hugging Face hub (hf: datasets, hub model names); "
                              "off by default, whatever HF_HUB_OFFLINE says")
@@ -56,10 +85,11 @@ def _model_and_data(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="privloc", description=__doc__.splitlines()[0].split(": ", 1)[1],
+    parser = Parser(prog="privloc", description=__doc__.splitlines()[0].split(": ", 1)[1],
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"privloc {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{audit,localize,mitigate,train}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{audit,localize,mitigate,train}",
+                                parser_class=Parser)
 
     audit = sub.add_parser("audit", help="how much PII does the model leak? (the attack suite)",
                            description="Run the attack suite on every memorised PII span and write report.md, "
@@ -68,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--budget", type=_positive(int), help="attacker budget B: tries per span (default: the profile's, 10)")
     audit.add_argument("--spans", type=_positive(int), help="spans for beam search and candidates (default: the profile's, 100)")
     audit.add_argument("--out", metavar="DIR", help="report folder (default audit-<model folder name>)")
+    audit.add_argument("--show-pii", action="store_true",
+                       help="print recovered PII in full in the report's examples (default: redacted, e.g. "
+                            "j***.***@****.***)")
     _common(audit)
 
     localize = sub.add_parser("localize", help="which neurons hold the PII? (Algorithm 1)",
@@ -107,24 +140,40 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive(int), default=16, help="documents per step (default 16)")
     train.add_argument("--lr", type=_positive(float), default=3e-3, help="peak learning rate (default 3e-3)")
     train.add_argument("--vocab-size", type=_positive(int), default=1024, help="BPE vocabulary (default 1024)")
-    train.add_argument("--max-len", type=_positive(int), default=256, help="tokens per document (default 256)")
+    train.add_argument("--max-len", type=_context, default=256, help="tokens per document (default 256)")
     _common(train)
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # a kill (SIGTERM) cleans up as Ctrl-C does
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage error already printed in one line
+        return done.code if isinstance(done.code, int) else 2
     # Before huggingface_hub is imported: it reads these once.
     offline = "0" if args.allow_download else "1"
     os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = offline
+    # Library deprecation notices (e.g. transformers' about past_key_values) are for developers, not users.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     from . import commands, own
 
     if args.command == "train" and args.width % args.heads:
         return _fail(args.command, f"--width {args.width} is not a multiple of --heads {args.heads}")
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return commands.COMMANDS[args.command](args)
     except own.InputError as error:
         return _fail(args.command, str(error))
+    except KeyboardInterrupt:
+        print(f"privloc {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(command: str, message: str) -> int:

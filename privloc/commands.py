@@ -1,7 +1,8 @@
 """The bodies of the `privloc` subcommands: check every input, compute with the notebooks' functions, write.
 
-Each command runs its checks (own.py) before any work, and writes its output folder in one rename at the end,
-so a refused or failed command leaves nothing behind.
+Each command runs its checks (own.py) and claims its output folder (outputs.py) before any work, and writes
+the output into a staging folder that takes the output's place only when complete, so a refused, failed or
+interrupted command leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from . import __version__, own
+from . import __version__, outputs, own
 from .config import AttackConfig, LocalizeConfig, get_profile
 from .data import CATEGORIES, DATASETS
 
@@ -45,26 +46,40 @@ def _weightsdone(out: Path, files: list[str]) -> None:
 
 def audit(args) -> int:
     from . import audit as auditing
+    from .redact import pii_strings, redact_examples
 
     path, dev = _start(args)
     source = own.data_source(args.data)
-    out = own.output_folder(args.out or f"audit-{Path(path).name}", args.overwrite)
+    claim = outputs.claim(args.out or f"audit-{Path(path).name}", args.overwrite, "audit",
+                          {"model": path, "data": source})
     train, valid = own.checked_records(source, args.profile)
-    model, tokenizer = own.load_model(path, dev)
-    data = own.encode(source, train, valid, tokenizer, _max_len(model, source, args.profile))
-    report, _ = auditing.run(model, tokenizer, data, _attack_config(args))
-    report = {"model": path, "model_fingerprint": own.fingerprint(model), "privloc_version": __version__, **report}
-    with own.staged(out) as tmp:
+    with claim as tmp:
+        _say(claim)
+        model, tokenizer = own.load_model(path, dev)
+        data = own.encode(source, train, valid, tokenizer, _max_len(model, source, args.profile))
+        report, _ = auditing.run(model, tokenizer, data, _attack_config(args))
+        if not args.show_pii:
+            report["examples"] = redact_examples(report["examples"], pii_strings([*train, *valid]))
+        report = {"model": path, "model_fingerprint": own.fingerprint(model), "privloc_version": __version__,
+                  "pii_redacted": not args.show_pii, **report}
         auditing.write(report, tmp)
     print(auditing.summary_table(report))
-    _weightsdone(out, ["report.md", "report.json", "attacks.png", "categories.png", "budget.png"])
+    _weightsdone(claim.out, ["report.md", "report.json", "attacks.png", "categories.png", "budget.png"])
     return 0
 
 
+def _say(claim) -> None:
+    for note in claim.notes:
+        print(f"note: {note}")
+
+
 def _categories(text: str | None) -> tuple[str, ...] | None:
-    if not text:
+    if text is None:
         return None
     names = tuple(c.strip().upper() for c in text.split(",") if c.strip())
+    if not names:
+        raise own.InputError(f"--categories {text!r} names no category: give some of {', '.join(CATEGORIES)}, "
+                             "or leave it out for all")
     unknown = [c for c in names if c not in CATEGORIES]
     if unknown:
         raise own.InputError(f"unknown PII categories {', '.join(unknown)}: expected some of {', '.join(CATEGORIES)}")
@@ -79,31 +94,41 @@ def localize(args) -> int:
     path, dev = _start(args)
     source = own.data_source(args.data)
     categories = _categories(args.categories)
-    out = own.output_folder(args.out or f"mask-{Path(path).name}", args.overwrite)
+    claim = outputs.claim(args.out or f"mask-{Path(path).name}", args.overwrite, "localize",
+                          {"model": path, "data": source})
     cfg = replace(get_profile(args.profile).localize, seed=args.seed)
     if args.steps:
         cfg = replace(cfg, steps=args.steps)
     if args.share is not None:
         cfg = replace(cfg, target_share=args.share)
     train, valid = own.checked_records(source, args.profile)
-    model, tokenizer = own.load_model(path, dev)
-    data = own.encode(source, train, valid, tokenizer, _max_len(model, source, args.profile))
-    try:
-        loc = algorithm_1(model, data.enc_train, cfg, categories, progress=True)
-    except ValueError as error:  # e.g. no span of the requested categories
-        raise own.InputError(str(error)) from None
-    ids = loc.closed_ids()
-    counts = layer_component_counts(loc.masker, ids)
-    meta = {"history": loc.history, "seconds": loc.seconds, "categories": categories, "config": asdict(cfg),
-            "model": path, "model_fingerprint": own.fingerprint(model), "data": source, "profile": args.profile,
-            "privloc_version": __version__}
-    summary = {"model": path, "data": source, "n_neurons": len(ids), "n_gated": loc.masker.n_neurons,
-               "share": len(ids) / loc.masker.n_neurons, "seconds": loc.seconds, "steps": cfg.steps,
-               "categories": categories, "per_layer": {int(k): int(v) for k, v in counts.groupby("layer")["count"].sum().items()},
-               "per_component": {k: int(v) for k, v in counts.groupby("component", sort=False)["count"].sum().items()},
-               "cells": counts.to_dict("records")}
-    grid = loc.masker.counts(ids)
-    with own.staged(out) as tmp:
+    with claim as tmp:
+        _say(claim)
+        model, tokenizer = own.load_model(path, dev)
+        n_gated = _n_gated(model)
+        if cfg.target_share is not None and round(cfg.target_share * n_gated) < 1:
+            raise own.InputError(f"--share {cfg.target_share:g} selects no neuron of this model's {n_gated} gated "
+                                 f"units: give at least {1 / n_gated:.2g}")
+        data = own.encode(source, train, valid, tokenizer, _max_len(model, source, args.profile))
+        try:
+            loc = algorithm_1(model, data.enc_train, cfg, categories, progress=True)
+        except ValueError as error:  # e.g. no span of the requested categories
+            raise own.InputError(str(error)) from None
+        ids = loc.closed_ids()
+        if len(ids) == 0:
+            raise own.InputError("the localisation closed no gate: no privacy neuron to write (try more --steps "
+                                 "or a --share)")
+        counts = layer_component_counts(loc.masker, ids)
+        meta = {"history": loc.history, "seconds": loc.seconds, "categories": categories, "config": asdict(cfg),
+                "model": path, "model_fingerprint": own.fingerprint(model), "data": source, "profile": args.profile,
+                "privloc_version": __version__}
+        summary = {"model": path, "data": source, "n_neurons": len(ids), "n_gated": loc.masker.n_neurons,
+                   "share": len(ids) / loc.masker.n_neurons, "seconds": loc.seconds, "steps": cfg.steps,
+                   "categories": categories,
+                   "per_layer": {int(k): int(v) for k, v in counts.groupby("layer")["count"].sum().items()},
+                   "per_component": {k: int(v) for k, v in counts.groupby("component", sort=False)["count"].sum().items()},
+                   "cells": counts.to_dict("records")}
+        grid = loc.masker.counts(ids)
         loc.masker.save(tmp / "mask", meta=meta)
         write_json(tmp / "summary.json", summary)
         atomic_write_text(tmp / "summary.md", "\n".join([
@@ -116,13 +141,21 @@ def localize(args) -> int:
             "them.", ""]))
     print(grid.to_string())
     print(f"{len(ids)} privacy neurons ({100 * summary['share']:.2f}% of {loc.masker.n_neurons}) in {loc.seconds:.1f} s")
-    _weightsdone(out, ["mask.json", "mask.safetensors", "summary.md", "summary.json"])
+    _weightsdone(claim.out, ["mask.json", "mask.safetensors", "summary.md", "summary.json"])
     return 0
+
+
+def _n_gated(model) -> int:
+    from .masking import NeuronMasker
+
+    return NeuronMasker(model).n_neurons  # building the masker attaches nothing to the model
 
 
 def _mask_base(path: str) -> Path:
     """The `<base>` of <base>.json/.safetensors: a folder holding mask.json, or a path to one of the files."""
     p = Path(path).expanduser()
+    if not p.exists() and not p.with_name(p.name + ".json").exists():
+        raise own.InputError(f"no mask at {path}: no such folder (give a folder written by `privloc localize`)")
     if p.is_dir():
         p = p / "mask"
     elif p.suffix in (".json", ".safetensors"):
@@ -130,8 +163,19 @@ def _mask_base(path: str) -> Path:
     for suffix in (".json", ".safetensors"):
         if not p.with_name(p.name + suffix).is_file():
             raise own.InputError(f"no mask at {path}: expected a folder written by `privloc localize` "
-                                 f"(missing {p.name + suffix})")
+                                 f"(it has no {p.name + suffix})")
     return p
+
+
+def _mask_meta(base: Path) -> dict:
+    try:
+        meta = json.loads(base.with_name(base.name + ".json").read_text()).get("meta", {})
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise own.InputError(f"corrupt mask header {base}.json: {error}") from None
+    if not isinstance(meta, dict):
+        raise own.InputError(f"corrupt mask header {base}.json: its \"meta\" is a {type(meta).__name__}, not an "
+                             "object")
+    return meta
 
 
 def mitigate(args) -> int:
@@ -141,57 +185,63 @@ def mitigate(args) -> int:
     from .localize import Localization
     from .masking import NeuronMasker
     from .mitigate import deactivate
+    from .redact import public_report, source_label
 
     path, dev = _start(args)
     base = _mask_base(args.mask)
-    out = own.output_folder(args.out, args.overwrite)
-    try:
-        meta = json.loads(base.with_name(base.name + ".json").read_text()).get("meta", {})
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
-        raise own.InputError(f"corrupt mask header {base}.json: {error}") from None
+    meta = _mask_meta(base)
     if not (args.data or meta.get("data")):
         raise own.InputError(f"mask {args.mask} does not say which data it was learned on: pass --data")
-    source = own.data_source(args.data or meta["data"])
+    source = own.data_source(args.data) if args.data else own.data_source(meta["data"], f"the mask {args.mask}")
+    claim = outputs.claim(args.out, args.overwrite, "mitigate", {"model": path, "mask": str(base.parent),
+                                                                 "data": source})
     profile = args.profile if args.data else meta.get("profile", args.profile)
     train, valid = own.checked_records(source, profile)
-    model, tokenizer = own.load_model(path, dev)
-    weights = own.fingerprint(model)
-    if meta.get("model_fingerprint") not in (None, weights):
-        raise own.InputError(f"mask {args.mask} was learned on another model ({meta.get('model')}, weights "
-                             f"{meta['model_fingerprint']}), not on {path} (weights {weights})")
-    try:
-        masker = NeuronMasker.from_file(model, base)
-    except ValueError as error:
-        raise own.InputError(str(error)) from None
-    if args.top_k is not None and not 0 < args.top_k <= masker.n_neurons:
-        raise own.InputError(f"--top-k {args.top_k}: expected 1 to {masker.n_neurons} (the gated units)")
-    # Only the fields this version knows: a mask of another privloc version may carry more or fewer.
-    known = {f.name for f in fields(LocalizeConfig)}
-    cfg = LocalizeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("config", {}).items()
-                            if k in known})
-    loc = Localization(masker, [], 0.0, cfg, None)
-    ids = masker.top_k(args.top_k) if args.top_k is not None else loc.closed_ids()
-    data = own.encode(source, train, valid, tokenizer, _max_len(model, source, profile))
-    attack_cfg = _attack_config(args)
-    before, _ = auditing.run(model, tokenizer, data, attack_cfg)
-    edited = deactivate(model, ids, masker.components).eval()
-    after, _ = auditing.run(edited, tokenizer, data, attack_cfg)
-    info = {"name": out.name, "model": path, "model_fingerprint": weights, "model_type": model.config.model_type,
-            "n_removed": len(ids), "n_gated": masker.n_neurons, "top_k": args.top_k, "mask": str(base.parent.resolve()),
-            "mask_data": meta.get("data", "unknown data"), "audit_data": source}
-    with own.staged(out) as tmp:
+    with claim as tmp:
+        _say(claim)
+        model, tokenizer = own.load_model(path, dev)
+        weights = own.fingerprint(model)
+        if meta.get("model_fingerprint") not in (None, weights):
+            raise own.InputError(f"mask {args.mask} was learned on another model ({meta.get('model')}, weights "
+                                 f"{meta['model_fingerprint']}), not on {path} (weights {weights})")
+        try:
+            masker = NeuronMasker.from_file(model, base)
+        except (ValueError, KeyError, TypeError) as error:
+            raise own.InputError(str(error)) from None
+        if args.top_k is not None and not 0 < args.top_k <= masker.n_neurons:
+            raise own.InputError(f"--top-k {args.top_k}: expected 1 to {masker.n_neurons} (the gated units)")
+        # Only the fields this version knows: a mask of another privloc version may carry more or fewer.
+        known = {f.name for f in fields(LocalizeConfig)}
+        cfg = LocalizeConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in meta.get("config", {}).items() if k in known})
+        loc = Localization(masker, [], 0.0, cfg, None)
+        ids = masker.top_k(args.top_k) if args.top_k is not None else loc.closed_ids()
+        if len(ids) == 0:
+            raise own.InputError(f"mask {args.mask} selects no neuron: nothing to remove (use --top-k N)")
+        data = own.encode(source, train, valid, tokenizer, _max_len(model, source, profile))
+        attack_cfg = _attack_config(args)
+        before, _ = auditing.run(model, tokenizer, data, attack_cfg)
+        edited = deactivate(model, ids, masker.components).eval()
+        after, _ = auditing.run(edited, tokenizer, data, attack_cfg)
+        # The copy is meant to be shared: it names the original by folder name and fingerprint, holds numbers
+        # only (no PII, no example, no local path) and its config forgets where the weights were loaded from.
+        info = {"name": claim.out.name, "model": Path(path).name, "model_fingerprint": weights,
+                "model_type": model.config.model_type, "n_removed": len(ids), "n_gated": masker.n_neurons,
+                "top_k": args.top_k, "mask_data": source_label(meta.get("data", "unknown data")),
+                "audit_data": source_label(source)}
+        edited.config._name_or_path = claim.out.name
         edited.to("cpu").save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         atomic_write_text(tmp / "README.md", model_card(info, masker.counts(ids), before, after))
         write_json(tmp / "removed_neurons.json", {**info, "components": list(masker.components),
                                                   "ids": [int(i) for i in ids]})
-        write_json(tmp / "audit.json", {"before": {"model": path, **before}, "after": {"model": str(out), **after}})
+        write_json(tmp / "audit.json", {"before": public_report(before), "after": public_report(after)})
     print(f"removed {len(ids)} of {masker.n_neurons} gated units")
     rows = dict(auditing.summary_rows(after))
     for name, value in auditing.summary_rows(before):
         print(f"  {name:<22} {value:>24}  ->  {rows.get(name, 'n/a')}")
-    _weightsdone(out, ["model weights and config", "tokenizer", "README.md (model card)", "removed_neurons.json",
-                      "audit.json"])
+    _weightsdone(claim.out, ["model weights and config", "tokenizer", "README.md (model card)",
+                             "removed_neurons.json", "audit.json (numbers only)"])
     return 0
 
 
@@ -203,23 +253,24 @@ def train(args) -> int:
     from .data import non_pii_text
     from .model import build_model, train_victim
     from .pipeline import memorisation_metrics
-    from .tokenizer import encode_records, train_tokenizer
+    from .tokenizer import train_tokenizer
 
     dev = own.device(args.device)
     source = own.data_source(args.data)
-    out = own.output_folder(args.out, args.overwrite)
-    train_records, valid_records = own.records(source, args.profile)
-    # As for the victims: the tokenizer never sees the private strings (pipeline.tokenizer_texts).
-    tokenizer = train_tokenizer(non_pii_text(train_records), vocab_size=args.vocab_size)
-    data = own.Data(source, train_records, valid_records, encode_records(tokenizer, train_records, args.max_len),
-                    encode_records(tokenizer, valid_records, args.max_len))
-    torch.manual_seed(args.seed)
-    model = build_model(ModelConfig(n_layer=args.layers, n_embd=args.width, n_head=args.heads,
-                                    n_positions=args.max_len), tokenizer)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=min(30, args.steps // 10 + 1),
-                      eval_every=args.steps, seed=args.seed)
-    history = train_victim(model, data.enc_train, cfg, lambda m: memorisation_metrics(m, data), dev, progress=True)
-    with own.staged(out) as tmp:
+    claim = outputs.claim(args.out, args.overwrite, "train", {"data": source})
+    train_records, valid_records = own.checked_records(source, args.profile)
+    with claim as tmp:
+        _say(claim)
+        # As for the victims: the tokenizer never sees the private strings (pipeline.tokenizer_texts).
+        tokenizer = train_tokenizer(non_pii_text(train_records), vocab_size=args.vocab_size)
+        data = own.encode(source, train_records, valid_records, tokenizer, args.max_len)
+        torch.manual_seed(args.seed)
+        model = build_model(ModelConfig(n_layer=args.layers, n_embd=args.width, n_head=args.heads,
+                                        n_positions=args.max_len), tokenizer)
+        cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                          warmup=min(30, args.steps // 10 + 1), eval_every=args.steps, seed=args.seed)
+        history = train_victim(model, data.enc_train, cfg, lambda m: memorisation_metrics(m, data), dev,
+                               progress=True)
         model.to("cpu").save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         write_json(tmp / "training.json", {"data": source, "history": history, "config": asdict(cfg),
@@ -227,7 +278,11 @@ def train(args) -> int:
     last = history[-1]
     print(f"trained {args.steps} steps in {last['train_seconds']:.1f} s: memorised PII exact match "
           f"{last['em_assoc']:.3f}, non-PII perplexity {last['ppl_nonpii']:.2f}")
-    _weightsdone(out, ["model weights and config", "tokenizer", "training.json"])
+    if last["em_assoc"] < 0.5:
+        print(f"note: the model reproduces only {last['em_assoc']:.0%} of its memorisable PII; an audit will find "
+              "little to remove. Train longer (--steps) or wider (--width) for a model that memorises "
+              "(README, 'Try it out').")
+    _weightsdone(claim.out, ["model weights and config", "tokenizer", "training.json"])
     return 0
 
 

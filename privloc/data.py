@@ -132,8 +132,13 @@ def span_table(records: Iterable[dict]):
 def read_jsonl(path) -> list[dict]:
     """Read and validate a JSONL file; errors name the file and the 1-based line."""
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                raw = line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}: line {number}: not UTF-8 text (byte 0x{line[err.start]:02x} at "
+                                f"column {err.start + 1}); save the file as UTF-8") from None
             if not raw.strip():
                 continue
             try:

@@ -1,18 +1,13 @@
 """A user's own model and data for the command line: load, check and refuse with one clear line.
 
-Every check runs before anything is written, so a refused command leaves no trace; outputs are built in a
-temporary folder beside the target and renamed into place when complete (as the artifact cache does).
+Every check runs before anything is written, so a refused command leaves no trace; outputs are claimed and
+written by outputs.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,8 +64,9 @@ def load_model(path: str, device):
     logging.disable_progress_bar()  # a bar for loading weights that take a fraction of a second
     try:
         model = load_checkpoint(path)
-    except (FileNotFoundError, OSError) as error:
-        raise InputError(f"could not load the model in {path}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - a truncated file, a bad config: any of them is the user's input
+        text = " ".join(str(error).split()) or type(error).__name__
+        raise InputError(f"could not load the model in {path} ({type(error).__name__}: {text})") from None
     return model.to(device).eval(), pretrained_tokenizer(path)
 
 
@@ -93,20 +89,29 @@ def device(name: str):
     return torch.device(name)
 
 
-def data_source(source: str) -> str:
+def data_source(source: str, origin: str = "--data") -> str:
     """A built-in corpus name, hf:<name> or an absolute dataset folder (an hf: corpus is fetched by load_data,
-    from the local Hugging Face cache unless downloads are allowed)."""
+    from the local Hugging Face cache unless downloads are allowed). A bare built-in name means the built-in
+    corpus even where a folder of that name exists (write ./enron for the folder); the run says which."""
     try:
         source = check_source(source)
     except DataError as error:
+        if origin != "--data":
+            raise InputError(f"{error} (the path came from {origin}: pass --data to give the data's new place)")\
+                from None
         raise InputError(str(error)) from None
-    if source in DATASETS or source.startswith("hf:"):
+    if source in DATASETS:
+        shadowed = f"; write ./{source} for the folder of that name" if Path(source).is_dir() else ""
+        print(f"data: the built-in corpus {source}{shadowed}")
+        return source
+    if source.startswith("hf:"):
         return source
     folder = Path(source).resolve()
     for split in ("train", "valid"):
         if not (folder / f"{split}.jsonl").is_file():
             raise InputError(f"dataset folder {source} has no {split}.jsonl (it needs train.jsonl and valid.jsonl)")
-    return str(folder.resolve())
+    print(f"data: the folder {folder}")
+    return str(folder)
 
 
 def records(source: str, profile: str = "default") -> tuple[list[dict], list[dict]]:
@@ -138,33 +143,19 @@ def checked_records(source: str, profile: str = "default") -> tuple[list[dict], 
 
 
 def encode(source: str, train: list[dict], valid: list[dict], tokenizer, max_len: int) -> Data:
-    """Both splits encoded with the model's own tokenizer."""
+    """Both splits encoded with the model's own tokenizer; memorisable spans beyond the model's context are
+    counted and said, and the run refused only when none is left."""
     from .tokenizer import encode_records
 
-    return Data(source, train, valid, encode_records(tokenizer, train, max_len), encode_records(tokenizer, valid, max_len))
-
-
-def output_folder(path: str, overwrite: bool) -> Path:
-    """The folder a command will write, refused if it exists and `overwrite` is off (checked before any work)."""
-    out = Path(path).expanduser().resolve()
-    if out.exists() and not overwrite:
-        raise InputError(f"output folder {path} exists: pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {path} is a file, not a folder")
-    if not out.parent.is_dir():
-        raise InputError(f"cannot create {path}: its parent folder {out.parent} does not exist")
-    return out
-
-
-@contextmanager
-def staged(out: Path) -> Iterator[Path]:
-    """A temporary sibling of `out` to write into, renamed to `out` (replacing it) only if the block succeeds."""
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # A bar only where encoding takes a while (a few seconds per million characters).
+    long = sum(len(r["text"]) for r in (*train, *valid)) > 2_000_000
+    enc_train = encode_records(tokenizer, train, max_len, progress=long)
+    wanted = sum(k == "assoc" for r in train for k in span_kinds(r))
+    kept = sum(s.kind == "assoc" for s in enc_train.spans)
+    if kept == 0:
+        raise InputError(f"none of the {wanted} memorisable PII spans of {source} lies within the first {max_len} "
+                         "tokens of its document (the model's context): nothing to attack")
+    if kept < wanted:
+        print(f"note: {wanted - kept} of {wanted} memorisable PII spans lie beyond the first {max_len} tokens of "
+              f"their document (the model's context) and are left out; {kept} remain")
+    return Data(source, train, valid, enc_train, encode_records(tokenizer, valid, max_len, progress=long))

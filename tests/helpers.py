@@ -84,3 +84,21 @@ def write_tiny_corpus(folder, n_subjects=8, docs_per_subject=8, seed=7):
         rng.shuffle(records)
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return folder
+
+
+def refused(capsys, tmp_path, monkeypatch, *argv, match):
+    monkeypatch.chdir(tmp_path)
+    # main() sets the offline switches for the process; monkeypatch puts them back afterwards.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    before = sorted(tmp_path.rglob("*"))
+    capsys.readouterr()
+    from privloc import cli
+
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1, err
+    assert match in err, err
+    assert sorted(tmp_path.rglob("*")) == before, "a refused command wrote something"
+    return err

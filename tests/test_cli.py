@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from helpers import write_tiny_corpus
+from helpers import refused, write_tiny_corpus
 
 from privloc import cli
 
@@ -47,6 +47,7 @@ def test_train_audit_localize_mitigate_and_audit_the_copy(tmp_path):
     assert before["perplexity"]["ppl_nonpii"] > 1 and before["exposure"]["exposure"] > before["exposure"]["exposure_chance"]
     assert before["leakage"]["greedy"] > 0.5, "the tiny model should have memorised its PII"
     assert "## Recovered examples" in (tmp_path / "audit" / "report.md").read_text() and before["examples"]
+    assert before["pii_redacted"] and no_pii_in(tmp_path / "audit", tmp_path / "corpus") > 0
 
     ok(privloc("localize", "--model", "model", "--data", "corpus", "--steps", "60", "--out", "mask", "--device", "cpu",
                cwd=tmp_path))
@@ -79,63 +80,26 @@ def test_train_audit_localize_mitigate_and_audit_the_copy(tmp_path):
     assert after["leakage"]["any"] <= before["leakage"]["any"]
     # The card's "after" column is the same audit as the one run on the saved copy.
     assert json.loads((tmp_path / "copy" / "audit.json").read_text())["after"]["leakage"] == after["leakage"]
+    # The copy is meant to be shared: no PII value of the data and no local path in any of its files.
+    assert no_pii_in(tmp_path / "copy", tmp_path / "corpus") > 0
+    for file in (tmp_path / "copy").iterdir():
+        assert str(tmp_path).encode() not in file.read_bytes(), file.name
+
+
+def no_pii_in(folder, corpus):
+    """Assert that no file of `folder` holds a PII value of the dataset `corpus`; the number of values checked."""
+    from privloc.data import read_jsonl
+    from privloc.redact import pii_strings
+
+    values = pii_strings([*read_jsonl(corpus / "train.jsonl"), *read_jsonl(corpus / "valid.jsonl")])
+    for file in folder.iterdir():
+        data = file.read_bytes()
+        for value in values:
+            assert value.encode() not in data, f"{file.name} holds the PII value {value!r}"
+    return len(values)
 
 
 # --- bad input: one line, non-zero exit, nothing written -------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    """A small untrained model folder with its tokenizer, a dataset folder, and a mask of another model."""
-    from privloc.config import ModelConfig
-    from privloc.masking import NeuronMasker
-    from privloc.model import build_model
-    from privloc.own import fingerprint
-    from privloc.tokenizer import train_tokenizer
-
-    base = tmp_path_factory.mktemp("folders")
-    corpus = write_tiny_corpus(base / "corpus", n_subjects=3, docs_per_subject=2)
-    texts = [json.loads(line)["text"] for line in (corpus / "train.jsonl").read_text().splitlines()]
-    tokenizer = train_tokenizer(texts, vocab_size=300)
-    for name, seed in (("model", 0), ("other", 1)):
-        import torch
-
-        torch.manual_seed(seed)
-        model = build_model(ModelConfig(n_layer=1, n_embd=16, n_head=2, n_positions=128), tokenizer)
-        model.save_pretrained(str(base / name))
-        tokenizer.save_pretrained(str(base / name))
-        NeuronMasker(model).save(base / f"mask-{name}" / "mask", meta={
-            "model_fingerprint": fingerprint(model), "model": str(base / name), "data": str(corpus)})
-    deeper = build_model(ModelConfig(n_layer=2, n_embd=16, n_head=2, n_positions=128), tokenizer)
-    NeuronMasker(deeper).save(base / "mask-deeper" / "mask", meta={"data": str(corpus)})
-    (base / "no-config").mkdir()
-    (base / "no-tokenizer").mkdir()
-    (base / "no-tokenizer" / "config.json").write_text((base / "model" / "config.json").read_text())
-    (base / "unknown-type").mkdir()
-    (base / "unknown-type" / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    tokenizer.save_pretrained(str(base / "unknown-type"))
-    nospans = base / "no-spans"
-    nospans.mkdir()
-    for split in ("train", "valid"):
-        (nospans / f"{split}.jsonl").write_text(json.dumps({"text": "Nothing private here.", "spans": []}) + "\n")
-    (base / "taken").mkdir()
-    return base
-
-
-def refused(capsys, tmp_path, monkeypatch, *argv, match):
-    monkeypatch.chdir(tmp_path)
-    # main() sets the offline switches for the process; monkeypatch puts them back afterwards.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    before = sorted(tmp_path.rglob("*"))
-    capsys.readouterr()
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code != 0
-    assert len(err.strip().splitlines()) == 1, err
-    assert match in err, err
-    assert sorted(tmp_path.rglob("*")) == before, "a refused command wrote something"
-    return err
 
 
 @pytest.mark.parametrize("case", ["missing", "no-config", "no-tokenizer", "unknown-type"])
@@ -177,13 +141,14 @@ def test_a_mask_of_another_model_is_refused(folders, capsys, tmp_path, monkeypat
             "--top-k", "100000", "--out", "out", match="--top-k 100000")
 
 
-def test_an_existing_output_folder_needs_overwrite(folders, capsys, tmp_path, monkeypatch):
+def test_a_folder_privloc_did_not_write_is_never_replaced(folders, capsys, tmp_path, monkeypatch):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")
     for argv in (("audit", "--model", str(folders / "model"), "--data", str(folders / "corpus")),
                  ("mitigate", "--model", str(folders / "model"), "--mask", str(folders / "mask-model")),
                  ("train", "--data", str(folders / "corpus"))):
-        refused(capsys, tmp_path, monkeypatch, *argv, "--out", "taken", match="pass --overwrite")
+        for flags in ((), ("--overwrite",)):
+            refused(capsys, tmp_path, monkeypatch, *argv, "--out", "taken", *flags, match="privloc did not write it")
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
 
 
