@@ -7,7 +7,6 @@ interrupted command leaves nothing behind.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -151,33 +150,6 @@ def _n_gated(model) -> int:
     return NeuronMasker(model).n_neurons  # building the masker attaches nothing to the model
 
 
-def _mask_base(path: str) -> Path:
-    """The `<base>` of <base>.json/.safetensors: a folder holding mask.json, or a path to one of the files."""
-    p = Path(path).expanduser()
-    if not p.exists() and not p.with_name(p.name + ".json").exists():
-        raise own.InputError(f"no mask at {path}: no such folder (give a folder written by `privloc localize`)")
-    if p.is_dir():
-        p = p / "mask"
-    elif p.suffix in (".json", ".safetensors"):
-        p = p.with_suffix("")
-    for suffix in (".json", ".safetensors"):
-        if not p.with_name(p.name + suffix).is_file():
-            raise own.InputError(f"no mask at {path}: expected a folder written by `privloc localize` "
-                                 f"(it has no {p.name + suffix})")
-    return p
-
-
-def _mask_meta(base: Path) -> dict:
-    try:
-        meta = json.loads(base.with_name(base.name + ".json").read_text()).get("meta", {})
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
-        raise own.InputError(f"corrupt mask header {base}.json: {error}") from None
-    if not isinstance(meta, dict):
-        raise own.InputError(f"corrupt mask header {base}.json: its \"meta\" is a {type(meta).__name__}, not an "
-                             "object")
-    return meta
-
-
 def mitigate(args) -> int:
     from . import audit as auditing
     from .artifacts import atomic_write_text, write_json
@@ -188,8 +160,8 @@ def mitigate(args) -> int:
     from .redact import public_report, source_label
 
     path, dev = _start(args)
-    base = _mask_base(args.mask)
-    meta = _mask_meta(base)
+    base = own.mask_base(args.mask)
+    meta = own.mask_meta(base)
     if not (args.data or meta.get("data")):
         raise own.InputError(f"mask {args.mask} does not say which data it was learned on: pass --data")
     source = own.data_source(args.data) if args.data else own.data_source(meta["data"], f"the mask {args.mask}")

@@ -159,3 +159,30 @@ def encode(source: str, train: list[dict], valid: list[dict], tokenizer, max_len
         print(f"note: {wanted - kept} of {wanted} memorisable PII spans lie beyond the first {max_len} tokens of "
               f"their document (the model's context) and are left out; {kept} remain")
     return Data(source, train, valid, enc_train, encode_records(tokenizer, valid, max_len, progress=long))
+
+
+def mask_base(path: str) -> Path:
+    """The `<base>` of <base>.json/.safetensors: a folder holding mask.json, or a path to one of the files."""
+    p = Path(path).expanduser()
+    if not p.exists() and not p.with_name(p.name + ".json").exists():
+        raise InputError(f"no mask at {path}: no such folder (give a folder written by `privloc localize`)")
+    if p.is_dir():
+        p = p / "mask"
+    elif p.suffix in (".json", ".safetensors"):
+        p = p.with_suffix("")
+    for suffix in (".json", ".safetensors"):
+        if not p.with_name(p.name + suffix).is_file():
+            raise InputError(f"no mask at {path}: expected a folder written by `privloc localize` "
+                                 f"(it has no {p.name + suffix})")
+    return p
+
+
+def mask_meta(base: Path) -> dict:
+    try:
+        meta = json.loads(base.with_name(base.name + ".json").read_text()).get("meta", {})
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise InputError(f"corrupt mask header {base}.json: {error}") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"corrupt mask header {base}.json: its \"meta\" is a {type(meta).__name__}, not an "
+                             "object")
+    return meta

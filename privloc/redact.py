@@ -22,7 +22,7 @@ def redact(value: str) -> str:
 def pii_strings(records: Iterable[dict]) -> list[str]:
     """Every PII value of the records, longest first (so that a value is masked before any part of it)."""
     values = {r["text"][s["start"]: s["end"]] for r in records for s in r["spans"]}
-    return sorted((v for v in values if v.strip()), key=len, reverse=True)
+    return sorted((v for v in values if v.strip()), key=lambda v: (-len(v), v))
 
 
 def redact_known(text: str, values: list[str]) -> str:

