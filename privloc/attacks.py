@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import devices, families
+from . import devices
 from .candidates import CandidateSets, chance_exposure, chance_mrr, exposure_from_rank
 from .config import AttackConfig
 from .data import CATEGORIES
+from .lens import block_outputs, lens_logits, lens_parts, span_lens  # noqa: F401 (lens_logits: API)
 from .search import beam_finds, device_of, rank_among
 from .tokenizer import Encoded
 
@@ -54,80 +55,69 @@ def sample_spans(enc: Encoded, n: int | None, seed: int = 0, rows=None) -> list[
     return [eligible[j] for j in (order if n is None else order[:n])]
 
 
-def _lens_parts(model):
-    """(body, blocks, final norm, unembedding) of a causal LM, from its family's description."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if head is None or not hasattr(model, "config"):
-        raise TypeError(f"the logit lens needs a causal LM with an unembedding; got {type(model).__name__}")
-    family = families.of_model(model)
-    return model.base_model, family.blocks_of(model), family.final_norm_of(model), head
+def _pass_order(enc: Encoded, by_row: dict[int, list[int]], lean: bool) -> list[int]:
+    """The rows of the teacher-forced pass in batch order.
 
-
-def block_outputs(model, ids: torch.Tensor, attention: torch.Tensor) -> list[torch.Tensor]:
-    """The residual stream [N, T, d] after each block, first block first (one forward of the body)."""
-    body, blocks, _, _ = _lens_parts(model)
-    outputs = []
-    handles = [b.register_forward_hook(lambda m, a, out: outputs.append(out[0] if isinstance(out, tuple) else out))
-               for b in blocks]
-    try:
-        body(input_ids=ids, attention_mask=attention)
-    finally:
-        for h in handles:
-            h.remove()
-    return outputs
-
-
-@torch.no_grad()
-def lens_logits(model, ids: torch.Tensor, attention: torch.Tensor) -> list[torch.Tensor]:
-    """Logits [N, T, V] of the final norm and unembedding applied to each block's output, first block first.
-
-    At the last block this is the model's own output.
+    A causal model's outputs at a position do not depend on later tokens, so a batch runs only up to its
+    last span's end. Sorted by that end, batches hold rows of like width: on the 135M model's corpora that
+    computes ~25% fewer positions than the sort by document length, which the fp32 figures were made with
+    and which fp32 keeps (a batch's make-up can move a logit by a rounding error).
     """
-    _, _, norm, head = _lens_parts(model)
-    dev = devices.execution_device(norm, model)
-    return [head(norm(h.to(dev))) for h in block_outputs(model, ids, attention)]
+    if lean:
+        return sorted(by_row, key=lambda r: -max(enc.spans[i].tok_end for i in by_row[r]))
+    return sorted(by_row, key=lambda r: -int(enc.attention_mask[r].sum()))
 
 
 @torch.no_grad()
-def token_attacks(model, enc: Encoded, spans: list[int], cfg: AttackConfig, batch_size: int = 32) -> pd.DataFrame:
-    """Greedy, closed-form sampling and logit-lens results of each span, from one teacher-forced pass."""
-    _, _, norm, head = _lens_parts(model)
+def token_attacks(model, enc: Encoded, spans: list[int], cfg: AttackConfig, batch_size: int = 32,
+                  autocast: str | None = None) -> pd.DataFrame:
+    """Greedy, closed-form sampling and logit-lens results of each span, from one teacher-forced pass.
+
+    `autocast` ("bfloat16"; None: fp32) runs the pass and the lens projections in that precision; the
+    sampling log-probabilities are then taken in fp32 from the low-precision logits.
+    """
+    _, _, norm, head = lens_parts(model)
     dev = device_of(model)
     lens_dev = devices.execution_device(norm, model)
     by_row: dict[int, list[int]] = {}
     for i in spans:
         by_row.setdefault(enc.spans[i].doc, []).append(i)
-    rows = sorted(by_row, key=lambda r: -int(enc.attention_mask[r].sum()))
+    rows = _pass_order(enc, by_row, lean=autocast is not None)
     records = {}
     was_training = model.training
     model.eval()
     try:
-        for lo in range(0, len(rows), batch_size):
-            chunk = rows[lo: lo + batch_size]
-            width = max(enc.spans[i].tok_end for r in chunk for i in by_row[r])
-            ids = enc.input_ids[chunk, :width].to(dev)
-            hidden = block_outputs(model, ids, enc.attention_mask[chunk, :width].to(dev))
-            for b, r in enumerate(chunk):
-                for i in by_row[r]:
-                    s = enc.spans[i]
-                    t = torch.arange(s.tok_start - 1, s.tok_end - 1, device=dev)
-                    truth = ids[b, t + 1]
-                    # Only the span's positions are projected onto the vocabulary, at every layer.
-                    # A dispatched model's blocks sit on several devices: the lens runs where the final norm does.
-                    stacked = torch.stack([h[b, t.to(h.device)].to(lens_dev) for h in hidden])
-                    per_layer = head(norm(stacked)).float().to(dev)  # [layers, L, V]
-                    true_logit = per_layer.gather(-1, truth.expand(len(hidden), -1).unsqueeze(-1))
-                    ranks = 1 + (per_layer > true_logit).sum(-1)  # [layers, L]
-                    final = per_layer[-1] / cfg.temperature
-                    kth = final.topk(min(cfg.top_k, final.shape[-1]), dim=-1).values[:, -1:]
-                    # Top-k keeps every token at or above the k-th logit (as transformers' sampler does).
-                    kept = torch.where(final >= kth, final, torch.full_like(final, float("-inf")))
-                    log_p = (kept.gather(-1, truth.unsqueeze(-1)).squeeze(-1) - kept.logsumexp(-1)).sum()
-                    records[i] = {"greedy": bool((final.argmax(-1) == truth).all()),
-                                  "log_p_sample": float(log_p), "lens_rank_max": int(ranks.min(0).values.max())}
+        with devices.autocast(autocast, dev):
+            for lo in range(0, len(rows), batch_size):
+                chunk = rows[lo: lo + batch_size]
+                width = max(enc.spans[i].tok_end for r in chunk for i in by_row[r])
+                ids = enc.input_ids[chunk, :width].to(dev)
+                hidden = block_outputs(model, ids, enc.attention_mask[chunk, :width].to(dev))
+                for b, r in enumerate(chunk):
+                    for i in by_row[r]:
+                        records[i] = _span_token_attacks(enc.spans[i], ids[b], [h[b] for h in hidden], norm, head,
+                                                         lens_dev, cfg)
     finally:
         model.train(was_training)
     return pd.DataFrame([records[i] for i in spans], index=pd.Index(spans, name="span"))
+
+
+def _span_token_attacks(s, ids: torch.Tensor, hidden: list[torch.Tensor], norm, head, lens_dev,
+                        cfg: AttackConfig) -> dict:
+    dev = ids.device
+    t = torch.arange(s.tok_start - 1, s.tok_end - 1, device=dev)
+    truth = ids[t + 1]
+    # Only the span's positions are projected onto the vocabulary, at every layer. A dispatched model's
+    # blocks sit on several devices: the lens runs where the final norm does.
+    stacked = torch.stack([h[t.to(h.device)].to(lens_dev) for h in hidden])
+    ranks, last = span_lens(stacked, truth, norm, head)  # [layers, L], [L, V]
+    final = last.float().to(dev) / cfg.temperature
+    kth = final.topk(min(cfg.top_k, final.shape[-1]), dim=-1).values[:, -1:]
+    # Top-k keeps every token at or above the k-th logit (as transformers' sampler does).
+    kept = torch.where(final >= kth, final, torch.full_like(final, float("-inf")))
+    log_p = (kept.gather(-1, truth.unsqueeze(-1)).squeeze(-1) - kept.logsumexp(-1)).sum()
+    return {"greedy": bool((final.argmax(-1) == truth).all()), "log_p_sample": float(log_p),
+            "lens_rank_max": int(ranks.min(0).values.max())}
 
 
 def _prefix_and_truth(enc: Encoded, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,13 +125,15 @@ def _prefix_and_truth(enc: Encoded, i: int) -> tuple[torch.Tensor, torch.Tensor]
     return enc.input_ids[s.doc, : s.tok_start], enc.input_ids[s.doc, s.tok_start: s.tok_end]
 
 
-def beam_attack(model, enc: Encoded, spans: list[int], width: int) -> np.ndarray:
+def beam_attack(model, enc: Encoded, spans: list[int], width: int, autocast: str | None = None) -> np.ndarray:
     """Whether each span is among the `width` beams of a `width`-beam search from its true prefix."""
     prefixes, truths = zip(*(_prefix_and_truth(enc, i) for i in spans), strict=True) if spans else ((), ())
-    return np.array(beam_finds(model, list(prefixes), list(truths), width), dtype=bool)
+    with devices.autocast(autocast, device_of(model)):
+        return np.array(beam_finds(model, list(prefixes), list(truths), width), dtype=bool)
 
 
-def candidate_attack(model, enc: Encoded, spans: list[int], candidates: CandidateSets) -> pd.DataFrame:
+def candidate_attack(model, enc: Encoded, spans: list[int], candidates: CandidateSets,
+                     autocast: str | None = None) -> pd.DataFrame:
     """Rank of each span's truth among its length-matched candidates (ties count half) and how many were ranked."""
     prefixes, truths, others = [], [], []
     for i in spans:
@@ -149,7 +141,8 @@ def candidate_attack(model, enc: Encoded, spans: list[int], candidates: Candidat
         prefixes.append(prefix)
         truths.append(truth)
         others.append(candidates.for_span(i, enc.spans[i].category, enc.spans[i].text, truth.tolist()))
-    ranks = rank_among(model, prefixes, truths, others) if spans else []
+    with devices.autocast(autocast, device_of(model)):
+        ranks = rank_among(model, prefixes, truths, others) if spans else []
     return pd.DataFrame(ranks, columns=["cand_rank", "n_ranked"], index=pd.Index(spans, name="span"))
 
 
@@ -158,37 +151,52 @@ class AttackResult:
     per_span: pd.DataFrame  # one row per attacked span (see attack_suite)
     config: AttackConfig
     seconds: float
+    # Seconds of each part of the run (the teacher-forced pass, each beam width, the candidates).
+    parts: dict[str, float] = field(default_factory=dict)
 
     def summary(self, budget: int | None = None) -> dict:
         return summarize(self.per_span, budget or self.config.budget)
 
 
 def attack_suite(model, enc: Encoded, candidates: CandidateSets, cfg: AttackConfig, rows=None,
-                 beam_widths: tuple[int, ...] | None = None, progress: bool = False) -> AttackResult:
+                 beam_widths: tuple[int, ...] | None = None, progress: bool = False,
+                 autocast: str | None = None) -> AttackResult:
     """Every attack on the spans of `enc` chosen by `sample_spans` (limited to `rows` if given).
 
     `beam_widths` are the beam searches run (default: the budget only; `()`: none). The budget sweep needs one
-    search per width; the other attacks read every budget off one run.
+    search per width; the other attacks read every budget off one run. `autocast` ("bfloat16") runs every
+    forward pass in that precision (see token_attacks and search); None takes the config's `autocast` field
+    if it has one, else fp32, in which the results are those the figures were made with, bit for bit.
     """
 
     start = time.perf_counter()
+    autocast = autocast or getattr(cfg, "autocast", None)
     widths = (cfg.budget,) if beam_widths is None else tuple(sorted(set(beam_widths)))
     spans = sample_spans(enc, cfg.pass_spans, cfg.seed, rows)
     search = spans[: cfg.search_spans]
     steps = tqdm(total=2 + len(widths), desc="attacks", disable=not progress, leave=False)
-    frame = token_attacks(model, enc, spans, cfg)
-    steps.update()
-    frame["category"] = [enc.spans[i].category for i in spans]
-    frame["text"] = [enc.spans[i].text for i in spans]
-    frame["n_tokens"] = [enc.spans[i].tok_end - enc.spans[i].tok_start for i in spans]
-    frame["in_search"] = frame.index.isin(search)
-    for w in widths:
-        frame[f"beam_{w}"] = pd.Series(beam_attack(model, enc, search, w), index=search, dtype="boolean")
+    parts = {}
+    # One autocast context around every attack: torch casts the weights to the low precision once in it.
+    with devices.autocast(autocast, device_of(model)):
+        frame = token_attacks(model, enc, spans, cfg, autocast=autocast)
+        parts["token_pass"] = time.perf_counter() - start
         steps.update()
-    frame = frame.join(candidate_attack(model, enc, search, candidates))
+        frame["category"] = [enc.spans[i].category for i in spans]
+        frame["text"] = [enc.spans[i].text for i in spans]
+        frame["n_tokens"] = [enc.spans[i].tok_end - enc.spans[i].tok_start for i in spans]
+        frame["in_search"] = frame.index.isin(search)
+        for w in widths:
+            lap = time.perf_counter()
+            frame[f"beam_{w}"] = pd.Series(beam_attack(model, enc, search, w, autocast), index=search,
+                                           dtype="boolean")
+            parts[f"beam_{w}"] = time.perf_counter() - lap
+            steps.update()
+        lap = time.perf_counter()
+        frame = frame.join(candidate_attack(model, enc, search, candidates, autocast))
+        parts["candidates"] = time.perf_counter() - lap
     steps.update()
     steps.close()
-    return AttackResult(frame, cfg, time.perf_counter() - start)
+    return AttackResult(frame, cfg, time.perf_counter() - start, parts)
 
 
 def _sample_success(log_p: pd.Series, budget: int) -> pd.Series:

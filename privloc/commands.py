@@ -217,43 +217,66 @@ def mitigate(args) -> int:
     return 0
 
 
+def _train_config(args, n_docs: int):
+    """The TrainConfig of `privloc train`: a from-scratch GPT-2's defaults, or the pretrained profile's recipe
+    (batch 8, lr 3e-4, bf16 autocast on a CPU, a number of epochs) when fine-tuning --base."""
+    from .config import PROFILES, TrainConfig
+
+    if args.base is None:
+        steps = args.steps or 600
+        return TrainConfig(steps=steps, batch_size=args.batch_size or 16, lr=args.lr or 3e-3,
+                           warmup=min(30, steps // 10 + 1), eval_every=steps, seed=args.seed)
+    recipe = PROFILES["pretrained"].train
+    batch = args.batch_size or recipe.batch_size
+    steps = args.steps or (args.epochs or recipe.steps // recipe.eval_every) * -(-n_docs // batch)
+    return replace(recipe, steps=steps, batch_size=batch, lr=args.lr or recipe.lr,
+                   warmup=min(recipe.warmup, steps // 10 + 1), eval_every=steps, seed=args.seed, threads=None)
+
+
 def train(args) -> int:
     import torch
 
     from .artifacts import write_json
-    from .config import ModelConfig, TrainConfig
+    from .config import ModelConfig
     from .data import non_pii_text
     from .model import build_model, train_victim
     from .pipeline import memorisation_metrics
     from .tokenizer import train_tokenizer
 
     dev = own.device(args.device)
+    base = own.model_folder(args.base, args.allow_download) if args.base else None
     source = own.data_source(args.data)
-    claim = outputs.claim(args.out, args.overwrite, "train", {"data": source})
+    claim = outputs.claim(args.out, args.overwrite, "train", {"data": source, "base model": base})
     train_records, valid_records = own.checked_records(source, args.profile)
     with claim as tmp:
         _say(claim)
-        # As for the victims: the tokenizer never sees the private strings (pipeline.tokenizer_texts).
-        tokenizer = train_tokenizer(non_pii_text(train_records), vocab_size=args.vocab_size)
-        data = own.encode(source, train_records, valid_records, tokenizer, args.max_len)
         torch.manual_seed(args.seed)
-        model = build_model(ModelConfig(n_layer=args.layers, n_embd=args.width, n_head=args.heads,
-                                        n_positions=args.max_len), tokenizer)
-        cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                          warmup=min(30, args.steps // 10 + 1), eval_every=args.steps, seed=args.seed)
-        history = train_victim(model, data.enc_train, cfg, lambda m: memorisation_metrics(m, data), dev,
-                               progress=True)
+        if base:
+            model, tokenizer = own.load_model(base, dev)
+            max_len = min(args.max_len, model.config.max_position_embeddings)
+        else:
+            # As for the victims: the tokenizer never sees the private strings (pipeline.tokenizer_texts).
+            tokenizer = train_tokenizer(non_pii_text(train_records), vocab_size=args.vocab_size)
+            max_len = args.max_len
+            model = build_model(ModelConfig(n_layer=args.layers, n_embd=args.width, n_head=args.heads,
+                                            n_positions=max_len), tokenizer)
+        data = own.encode(source, train_records, valid_records, tokenizer, max_len)
+        cfg = _train_config(args, len(train_records))
+        history = train_victim(model, data.enc_train, cfg, lambda m: memorisation_metrics(m, data, valid_cast=True),
+                               dev, progress=True)
+        model.config._name_or_path = claim.out.name  # not the base model's local path
         model.to("cpu").save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        write_json(tmp / "training.json", {"data": source, "history": history, "config": asdict(cfg),
-                                           "privloc_version": __version__})
+        write_json(tmp / "training.json", {"data": source, "base": args.base, "history": history,
+                                           "config": asdict(cfg), "privloc_version": __version__})
     last = history[-1]
-    print(f"trained {args.steps} steps in {last['train_seconds']:.1f} s: memorised PII exact match "
-          f"{last['em_assoc']:.3f}, non-PII perplexity {last['ppl_nonpii']:.2f}")
+    print(f"trained {cfg.steps} steps in {last['train_seconds']:.1f} s: memorised PII exact match "
+          f"{last['em_assoc']:.3f} (validation cast, never seen: {last['em_assoc_valid']:.3f}), non-PII "
+          f"perplexity {last['ppl_nonpii']:.2f}")
     if last["em_assoc"] < 0.5:
         print(f"note: the model reproduces only {last['em_assoc']:.0%} of its memorisable PII; an audit will find "
-              "little to remove. Train longer (--steps) or wider (--width) for a model that memorises "
-              "(README, 'Try it out').")
+              "little to remove. Train longer (--steps, --epochs) for a model that memorises (README, 'Try it "
+              "out').")
     _weightsdone(claim.out, ["model weights and config", "tokenizer", "training.json"])
     return 0
 

@@ -7,6 +7,8 @@ must go where a module *runs*, which is the execution device of accelerate's hoo
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -54,3 +56,19 @@ def main_device(model: nn.Module) -> torch.device:
 def place(model: nn.Module, device: torch.device | str) -> nn.Module:
     """`model` on `device`, unless accelerate already spread it over several (it must stay as dispatched)."""
     return model if is_dispatched(model) else model.to(device)
+
+
+def autocast(dtype: str | None, device: torch.device | str):
+    """torch.autocast in `dtype` ("bfloat16", "float16") on `device`'s kind, or a context that does nothing for None.
+
+    Inside it the matrix products of a forward pass run in the low precision and everything else (norms,
+    softmax, the residual stream of most families) in fp32. Casting the weights is done once per outermost
+    context for parameters that require grad (torch caches the casts), so one context around many forwards
+    is cheaper than one per forward.
+    """
+    if dtype is None:
+        return contextlib.nullcontext()
+    low = torch_dtype(dtype)
+    if low == torch.float32:
+        raise ValueError("autocast takes a low precision (bfloat16 or float16); use None for fp32")
+    return torch.autocast(torch.device(device).type, dtype=low)

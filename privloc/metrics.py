@@ -15,6 +15,8 @@ import pandas as pd
 import torch
 
 from .data import CATEGORIES, KINDS
+from .devices import autocast as autocast_context
+from .devices import execution_device
 from .model import next_token_logits
 
 _ASSOC = KINDS.index("assoc") + 1  # label value of assoc tokens in enc.kind
@@ -41,13 +43,15 @@ def _eval_mode(model):
 
 
 @torch.no_grad()
-def score_tokens(model, enc, batch_size: int = 32, positions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def score_tokens(model, enc, batch_size: int = 32, positions: torch.Tensor | None = None,
+                 autocast: str | None = None) -> dict[str, torch.Tensor]:
     """One forward pass over the corpus: per next-token target, argmax correctness, NLL and validity.
 
     `positions` ([N, L-1] bool) limits the scoring to those targets (the others stay False / 0), which is
     cheaper; rows without any are skipped, and a row runs only up to its last scored target (a causal
     model's outputs there do not depend on later tokens). Rows are batched by length so that little padding
-    is computed.
+    is computed. `autocast` ("bfloat16") runs the forward in that precision and projects the targets onto
+    the vocabulary a block at a time, the NLL taken in fp32 (see _projected_scores); None: fp32, as before.
     """
     ids, att = enc.input_ids, enc.attention_mask
     n, length = ids.shape
@@ -61,18 +65,21 @@ def score_tokens(model, enc, batch_size: int = 32, positions: torch.Tensor | Non
     rows = torch.arange(n) if positions is None else positions.any(1).nonzero().flatten()
     # Longest first; padding is on the right, so cutting it off leaves every real position unchanged.
     rows = rows[torch.argsort(lengths[rows], descending=True, stable=True)]
-    with _eval_mode(model):
+    with _eval_mode(model), autocast_context(autocast, dev):
         for lo in range(0, len(rows), batch_size):
             idx = rows[lo : lo + batch_size]
             width = max(int(lengths[idx].max()), 2)
             x = ids[idx, :width].to(dev)
             where = None if positions is None else positions[idx, : width - 1].to(dev)
-            masks = () if where is None else (where,)
-            logits = next_token_logits(model, x, att[idx, :width].to(dev), *masks).float()
             tgt = x[:, 1:] if where is None else x[:, 1:][where]
-            tgt_logit = logits.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-            batch_nll = (logits.logsumexp(-1) - tgt_logit).cpu()
-            batch_correct = (logits.argmax(-1) == tgt).cpu()
+            if autocast is not None:
+                batch_nll, batch_correct = _projected_scores(model, x, att[idx, :width].to(dev), where, tgt)
+            else:
+                masks = () if where is None else (where,)
+                logits = next_token_logits(model, x, att[idx, :width].to(dev), *masks).float()
+                tgt_logit = logits.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+                batch_nll, batch_correct = logits.logsumexp(-1) - tgt_logit, logits.argmax(-1) == tgt
+            batch_nll, batch_correct = batch_nll.cpu(), batch_correct.cpu()
             if where is None:
                 nll[idx, : width - 1] = batch_nll
                 correct[idx, : width - 1] = batch_correct
@@ -81,6 +88,27 @@ def score_tokens(model, enc, batch_size: int = 32, positions: torch.Tensor | Non
                 nll[idx[r], t], correct[idx[r], t] = batch_nll, batch_correct
     valid = att[:, 1:].bool() & att[:, :-1].bool()
     return {"correct": correct & valid, "nll": torch.where(valid, nll, 0.0), "valid": valid}
+
+
+def _projected_scores(model, x, attention, where, tgt, rows: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """NLL and argmax correctness of the targets `tgt`, the body's last hidden state projected `rows` at a time.
+
+    A batch of 32 rows of 230 tokens over a 49,152-token vocabulary has 1.4 GB of fp32 logits; a block of
+    positions' logits is reduced while it is in cache instead.
+    """
+    head = model.get_output_embeddings()
+    # The body's last hidden state is after the final norm in every family privloc knows.
+    hidden = model.base_model(input_ids=x, attention_mask=attention).last_hidden_state[:, :-1]
+    flat = hidden.reshape(-1, hidden.shape[-1]) if where is None else hidden[where]
+    flat = flat.to(execution_device(head, model))
+    want = tgt.reshape(-1).to(flat.device)
+    nll, correct = torch.empty(len(want), device=flat.device), torch.empty(len(want), dtype=torch.bool)
+    for lo in range(0, len(want), rows):
+        logits = head(flat[lo: lo + rows]).float()
+        part = want[lo: lo + rows]
+        nll[lo: lo + rows] = logits.logsumexp(-1) - logits.gather(-1, part.unsqueeze(-1)).squeeze(-1)
+        correct[lo: lo + rows] = (logits.argmax(-1) == part).cpu()
+    return nll.view(tgt.shape).to(tgt.device), correct.view(tgt.shape).to(tgt.device)
 
 
 def _span_rows(enc) -> np.ndarray:
@@ -114,7 +142,7 @@ def _mean(x) -> float:
     return float(x.mean()) if x.size else math.nan
 
 
-def leakage(model, enc, batch_size: int = 32, kinds: Sequence[str] = KINDS) -> dict:
+def leakage(model, enc, batch_size: int = 32, kinds: Sequence[str] = KINDS, autocast: str | None = None) -> dict:
     """Extraction exact match on memorised (assoc) PII, per category and per kind, and PII token accuracy.
 
     Only the occurrences of `kinds` are scored: `kinds=("assoc",)` gives every number but the other kinds'
@@ -124,7 +152,7 @@ def leakage(model, enc, batch_size: int = 32, kinds: Sequence[str] = KINDS) -> d
         raise ValueError(f"kinds must be some of {KINDS}, 'assoc' among them; got {tuple(kinds)}")
     # Only targets inside PII spans decide extraction: the others need no vocabulary projection.
     codes = torch.tensor([KINDS.index(k) + 1 for k in kinds])
-    scores = score_tokens(model, enc, batch_size, positions=torch.isin(enc.kind[:, 1:], codes))
+    scores = score_tokens(model, enc, batch_size, positions=torch.isin(enc.kind[:, 1:], codes), autocast=autocast)
     exact = span_exact_match(scores, enc)
     per_span = pd.DataFrame(
         {
@@ -149,9 +177,9 @@ def leakage(model, enc, batch_size: int = 32, kinds: Sequence[str] = KINDS) -> d
     return out
 
 
-def perplexity(model, enc, batch_size: int = 32) -> dict:
-    """Perplexity (natural log) on non-PII targets and on all targets."""
-    scores = score_tokens(model, enc, batch_size)
+def perplexity(model, enc, batch_size: int = 32, autocast: str | None = None) -> dict:
+    """Perplexity (natural log) on non-PII targets and on all targets (`autocast`: see score_tokens)."""
+    scores = score_tokens(model, enc, batch_size, autocast=autocast)
     nll, valid = scores["nll"].double(), scores["valid"]
     nonpii = valid & (enc.category[:, 1:] == 0)
     return {

@@ -13,7 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2LMHeadModel
 
-from . import devices, families
+from . import devices, families, pretrained
 from .config import ModelConfig, TrainConfig
 from .tokenizer import Encoded
 
@@ -28,12 +28,28 @@ def build_model(cfg: ModelConfig, tokenizer) -> nn.Module:
     """A fresh model of `cfg.architecture` sized by `cfg`, or a pretrained one when `cfg.pretrained` names a
     folder or hub model (then in `cfg.dtype`, spread over devices by `cfg.device_map`)."""
     if cfg.pretrained:
-        return load_model(cfg.pretrained, dtype=cfg.dtype, device_map=cfg.device_map)
+        model = load_model(cfg.pretrained, dtype=cfg.dtype, device_map=cfg.device_map)
+        return keep_blocks(model, cfg.pretrained_layers) if cfg.pretrained_layers else model
     family = families.get(cfg.architecture)
     if family.name == "gpt2":
         # The class itself rather than the auto factory: the default victims are built exactly as before.
         return GPT2LMHeadModel(family.scratch_config(cfg, tokenizer))
     return AutoModelForCausalLM.from_config(family.scratch_config(cfg, tokenizer))
+
+
+def keep_blocks(model: nn.Module, n: int) -> nn.Module:
+    """`model` with only its first `n` blocks (the final norm and unembedding kept): saved and reloaded, it is a
+    plain `n`-layer model of its family."""
+    family = families.of_model(model)
+    parent, _, name = family.blocks.rpartition(".")
+    blocks = model.get_submodule(parent).get_submodule(name)
+    if not 0 < n <= len(blocks):
+        raise ValueError(f"cannot keep {n} of the model's {len(blocks)} blocks")
+    setattr(model.get_submodule(parent), name, nn.ModuleList(list(blocks)[:n]))
+    model.config.num_hidden_layers = n
+    if isinstance(getattr(model.config, "layer_types", None), list):  # per-layer attention kinds (transformers 5)
+        model.config.layer_types = model.config.layer_types[:n]
+    return model
 
 
 def _looks_like_path(name: str) -> bool:
@@ -47,8 +63,10 @@ def load_model(name_or_path: str | Path, dtype: str | None = None, device_map: s
     The architecture comes from the checkpoint's config; one privloc does not know is refused before any weight
     is read. `dtype` ("bfloat16", "float16", "float32"; None: as stored) and accelerate's `device_map` ("auto":
     over every GPU, then the CPU, then disk) are for checkpoints larger than one device; `kwargs` go to
-    `from_pretrained` (e.g. `offload_folder`).
+    `from_pretrained` (e.g. `offload_folder`). A built-in name (privloc.pretrained, e.g. "smollm2-135m") loads
+    its converted folder, converting it first if the cache lacks it.
     """
+    name_or_path = pretrained.resolve(name_or_path)
     path = Path(str(name_or_path)).expanduser()
     if path.exists() and not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} exists but holds no model (no config.json)")
@@ -121,7 +139,9 @@ def next_token_logits(model, ids: torch.Tensor, attention: torch.Tensor, *where:
 
 
 def lm_loss(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    # Under autocast the logits come out in bf16: the softmax over the vocabulary is taken in fp32 (a no-op
+    # for fp32 logits).
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
     targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
@@ -151,6 +171,9 @@ def train_victim(
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    # Entered once per step: autocast caches the low-precision copies of the weights until its context is
+    # left, and each optimiser step changes them.
+    precision = devices.autocast(cfg.autocast, device)
     # Plain shuffled batches (group=1): grouping rows by length saved ~10% of the training time but left
     # the victims memorising less (assoc exact match 0.97-0.99 against 0.98-1.00).
     batches = length_grouped_batches(enc.attention_mask.sum(1), cfg.batch_size, generator, group=1)
@@ -161,7 +184,8 @@ def train_victim(
         start = time.perf_counter()
         rows = next(batches)
         ids, mask = trim(enc.input_ids[rows], enc.attention_mask[rows])
-        loss = lm_loss(model, ids.to(device), mask.to(device))
+        with precision:
+            loss = lm_loss(model, ids.to(device), mask.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

