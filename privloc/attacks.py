@@ -14,6 +14,11 @@ Every sampled memorised (`assoc`) span is attacked from its true prefix:
 
 Greedy, sample and the logit lens read one teacher-forced pass and are scored on `pass_spans` spans; beam
 search and candidate ranking cost more and run on the first `search_spans` of them, where ``any`` is scored.
+
+In fp32 every number is computed as the figures were, bit for bit. `autocast="bfloat16"` (for pretrained
+models of ~100M parameters on a CPU) runs the forward passes in bf16 and takes the cheaper paths that equal
+the fp32 ones only in exact arithmetic (batch order, projections of the needed positions only); ranks and
+log-probabilities are still taken in fp32 from the bf16 logits.
 """
 
 from __future__ import annotations

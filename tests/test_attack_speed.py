@@ -14,7 +14,7 @@ from test_attacks import _span_corpus, sequence_logprobs
 from privloc import attacks, devices, metrics
 from privloc.config import AttackConfig
 from privloc.lens import block_outputs, lens_parts, span_lens
-from privloc.search import extend, extend_logprobs, prefix_state, rank_among
+from privloc.search import beam_finds, extend, extend_logprobs, prefix_state, rank_among
 
 
 def _span_hidden(model, ids, start, end):
@@ -102,6 +102,12 @@ def test_ranking_and_token_attacks_under_autocast_stay_near_fp32():
     truths = [enc.input_ids[0, 3:6], enc.input_ids[1, 4:7]]
     others = [torch.randint(1, 50, (20, 3), generator=gen).tolist() for _ in truths]
     assert _bf16(rank_among, model, prefixes, truths, others) == rank_among(model, prefixes, truths, others)
+    # Beam search under autocast chunks prefixes by length: the same searches, the same finds.
+    many = [torch.tensor([1, 5, 9]), torch.tensor([4, 7, 2, 8, 3, 3, 1]), torch.tensor([2]), torch.tensor([4, 7, 2, 8])]
+    targets = [enc.input_ids[0, 3:6], torch.tensor([7, 7, 7]), torch.tensor([9, 1, 2]), enc.input_ids[1, 4:7]]
+    want = beam_finds(model, many, targets, 3, chunk=2)
+    assert want[0] and want[3]
+    assert _bf16(beam_finds, model, many, targets, 3, chunk=2) == want
 
 
 def test_projected_scores_under_autocast_match_fp32():
