@@ -1,7 +1,8 @@
-"""Where the privacy neurons lie and how the sets of different PII categories relate (SPEC S3, Fig. 2-4).
+"""Where the privacy neurons lie and how the sets of different PII categories relate (Figs. 2-4).
 
 Everything works on sets of global neuron ids (numpy integer arrays) and a `Layout` that maps an id to
-its layer, component and unit with the same layer-major numbering as `NeuronMasker` (SPEC S2 D1).
+its layer, component and unit with the same layer-major numbering as `NeuronMasker` (docs/method.md,
+"Which units are gated").
 """
 
 from __future__ import annotations

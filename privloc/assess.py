@@ -73,7 +73,8 @@ def attack(v: Victim, neuron_ids=None, components=None, profile: str | Profile =
             result = attack_suite(target, corpus, candidate_sets(v, cfg), cfg, rows=doc_rows,
                                   beam_widths=core_widths)
         artifacts.write_json(folder / "attacks.json", {
-            "seconds": result.seconds, "per_span": result.per_span.reset_index().to_dict(orient="list")})
+            "seconds": result.seconds, "parts": result.parts,
+            "per_span": result.per_span.reset_index().to_dict(orient="list")})
 
     path = artifacts.cached_dir(f"attacks/{v.corpus.name}", artifacts.config_key(*state, core_widths), build)
     info = artifacts.read_json(path / "attacks.json")
@@ -84,7 +85,7 @@ def attack(v: Victim, neuron_ids=None, components=None, profile: str | Profile =
         def build_beam(folder: Path, width=width) -> None:
             start = time.perf_counter()
             with masked(target, ids, components):
-                found = beam_attack(target, corpus, search, width)
+                found = beam_attack(target, corpus, search, width, cfg.autocast)
             artifacts.write_json(folder / "beam.json", {"seconds": time.perf_counter() - start,
                                                         "found": [bool(x) for x in found]})
 
@@ -94,7 +95,7 @@ def attack(v: Victim, neuron_ids=None, components=None, profile: str | Profile =
         seconds += beam["seconds"]
     for col in [c for c in frame if c.startswith("beam_")]:
         frame[col] = frame[col].astype("boolean")
-    return AttackResult(frame, cfg, seconds)
+    return AttackResult(frame, cfg, seconds, info.get("parts", {}))
 
 
 def state_row(v: Victim, neuron_ids=None, components=None, profile: str | Profile = "default",
@@ -106,7 +107,7 @@ def state_row(v: Victim, neuron_ids=None, components=None, profile: str | Profil
     """
     target = v.model if model is None else model
     with masked(target, neuron_ids, components):
-        row = perplexity(target, v.corpus.enc_valid)
+        row = perplexity(target, v.corpus.enc_valid, autocast=get_profile(profile).attack.autocast)
     result = attack(v, neuron_ids, components, profile, model=model, label=label)
     frame = result.per_span
     row["em_assoc"] = float(frame["greedy"].mean())

@@ -1,4 +1,6 @@
-"""The attack suite (SPEC D8 f): leakage as an attacker with a budget of B tries measures it.
+"""The attack suite: leakage as an attacker with a budget of B tries measures it.
+
+The choices behind it are explained in docs/method.md, "Metrics and the attack suite".
 
 Every sampled memorised (`assoc`) span is attacked from its true prefix:
 

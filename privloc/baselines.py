@@ -1,4 +1,4 @@
-"""Baselines that pick neurons without learning a mask (SPEC S2 D9).
+"""Baselines that pick neurons without learning a mask (docs/method.md, "Baselines").
 
 Every ranking holds ALL neuron ids of a `NeuronMasker` with the same components, most "privacy" first, so
 that any top-k compares with the learned mask's selection at an equal budget:

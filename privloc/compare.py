@@ -1,4 +1,4 @@
-"""Comparing localisation methods at an equal neuron budget: Table 1, Fig. 5 (SPEC D9, S3)."""
+"""Comparing localisation methods at an equal neuron budget: Table 1, Fig. 5 (docs/method.md, "Baselines")."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import baselines
+from . import baselines, devices
 from .assess import state_row
+from .config import get_profile
 from .pipeline import Victim, deactivation_effect, memorisation_metrics
 
 RANKED_BASELINES = ("activation", "integrated_gradients")
@@ -38,22 +39,24 @@ def matched_top_k(ranking: np.ndarray, masker, reference_ids) -> np.ndarray:
 
 
 def baseline_rankings(v: Victim, masker, kinds=("assoc",), ig_steps: int = 16, ig_rows: int = 64,
-                      batch_size: int = 16, first_token: bool = True) -> dict:
+                      batch_size: int = 16, first_token: bool = True, autocast: str | None = None) -> dict:
     """Neuron rankings of the attribution baselines on the victim's PII targets.
 
     The PII targets are those the localisation uses (`kinds`, `first_token`), so every method sees the same
     positions. Integrated gradients costs `ig_steps` backward passes per batch, so it attributes over the first
-    `ig_rows` documents that contain PII targets (DEPN also attributes over a sample of examples).
+    `ig_rows` documents that contain PII targets (DEPN also attributes over a sample of examples). `autocast`
+    ("bfloat16") runs both methods' passes in that precision (the pretrained victim); None: fp32.
     """
     enc = v.corpus.enc_train
     pii = enc.target_mask(kinds, first_token=first_token)
     rows = pii.any(dim=1).nonzero().flatten()[:ig_rows]
     sample = enc.select(rows.tolist())
-    return {
-        "activation": baselines.activation_contrast(v.model, enc, masker, pii, batch_size=batch_size),
-        "integrated_gradients": baselines.integrated_gradients(
-            v.model, sample, masker, pii[rows], steps=ig_steps, batch_size=batch_size // 2),
-    }
+    with devices.autocast(autocast, devices.main_device(v.model)):
+        return {
+            "activation": baselines.activation_contrast(v.model, enc, masker, pii, batch_size=batch_size),
+            "integrated_gradients": baselines.integrated_gradients(
+                v.model, sample, masker, pii[rows], steps=ig_steps, batch_size=batch_size // 2),
+        }
 
 
 def mitigation_rows(v: Victim, neuron_sets: dict[str, list[np.ndarray]], components, profile="default",
@@ -139,13 +142,14 @@ def sensitivity(v: Victim, masker, rankings: dict[str, np.ndarray], ks, profile=
     At the k of `attack_ks` the whole attack suite runs too (column `leak_any`; NaN elsewhere).
     """
     rows = []
+    precision = get_profile(profile).attack.autocast  # the passes outside the suite run as its own do
     bar = tqdm(total=len(rankings) * len(ks), desc="sensitivity", disable=not progress, leave=False)
     for method, ranking in rankings.items():
         for k in ks:
             if k in attack_ks:
                 metrics = state_row(v, ranking[:k], masker.components, profile)
             else:
-                metrics = deactivation_effect(v, ranking[:k], masker.components)
+                metrics = deactivation_effect(v, ranking[:k], masker.components, precision)
             rows.append({"method": method, "k": int(k), "share_pct": 100 * k / masker.n_neurons,
                          "em_assoc": metrics["em_assoc"], "ppl_nonpii": metrics["ppl_nonpii"],
                          "leak_any": metrics.get("leak_any", np.nan)})

@@ -127,6 +127,9 @@ class LocalizeConfig:
     # injections); the victim's own corpus (the second keep corpus) is then the behaviour to keep.
     keep_batch: bool = True
     seed: int = 0
+    # Mixed precision of the gates' forward passes ("bfloat16": torch.autocast; the gates, their gradients and
+    # the losses stay fp32). None: fp32, as every from-scratch victim's mask was learned.
+    autocast: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,9 @@ class AttackConfig:
     search_spans: int = 100  # the first of those, also scored by beam search and candidates (and `any`)
     calibration_spans: int = 200  # spans ranked per case of Table 5 (candidates only)
     seed: int = 0
+    # Precision of every forward pass of the suite (privloc.attacks): None is fp32, bit for bit as the figures of
+    # the from-scratch victims were made; "bfloat16" (the pretrained victim) runs them under torch.autocast.
+    autocast: str | None = None
 
 
 @dataclass(frozen=True)

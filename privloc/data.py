@@ -1,9 +1,9 @@
 """Records of text with PII spans: validation, span kinds, JSONL I/O and dataset loaders.
 
 A record is ``{"text": str, "spans": [{"start", "end", "category", "subject"}, ...], "style": str}``
-(SPEC S8). Offsets are character offsets into ``text``, ``end`` exclusive. The synthetic generators, a
-user's JSONL folder and a Hugging Face corpus all produce this one format, so everything downstream has
-a single code path.
+(docs/method.md, "Record format of a corpus"). Offsets are character offsets into ``text``, ``end``
+exclusive. The synthetic generators, a user's JSONL folder and a Hugging Face corpus all produce this one
+format, so everything downstream has a single code path.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Algorithm 1: learn HardConcrete gates so that PII stops being predicted while ordinary text still is (SPEC D3).
+"""Algorithm 1: learn HardConcrete gates so that PII stops being predicted while ordinary text still is.
 
     L = L_pii + λ_keep · L_keep + λ_0 · R
 
 L_pii is a suppression loss on PII targets (pii_loss: by default a margin that pushes every token of each
 memorised span below ten others; the paper's unlikelihood −log(1 − p(x_t | x_<t)) on first tokens is a setting),
 L_keep the cross-entropy on non-PII targets of the same batch, R the expected share of closed gates. Only
-log α is trained; the model is frozen.
+log α is trained; the model is frozen (docs/method.md, "The objective" and "How the budget is held").
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Localization:
 
     def closed_ids(self) -> np.ndarray:
         """The privacy neurons: the top target_share·N by P(closed) when a target share was set, else the
-        gates whose deterministic value is 0 (SPEC D4).
+        gates whose deterministic value is 0 (docs/method.md, "Which gates are privacy neurons").
 
         Under a target share the *expected* closed share is held at the target, and many gates end partly
         closed rather than at exactly 0; the count then comes from the target, the order from P(closed).
@@ -185,6 +185,8 @@ def localize(
     was_training = model.training
     model.eval()
     history, start = [], time.perf_counter()
+    # The forwards only: the losses, the gates and their optimiser stay fp32.
+    precision = devices.autocast(cfg.autocast, device)
     bar = tqdm(range(1, cfg.steps + 1), desc="localise", disable=not progress, leave=False)
     try:
         with masker.applied(mode="sample"):
@@ -197,17 +199,21 @@ def localize(
                 keep = keep_mask[batch, :width].to(device)
                 targets = ids[:, 1:]
                 keep_terms = []
-                if cfg.keep_batch:
-                    pii_logits, keep_logits = next_token_logits(model, ids, attention, pii, keep)
-                    keep_terms.append(F.cross_entropy(keep_logits, targets[keep]))
-                else:
-                    pii_logits = next_token_logits(model, ids, attention, pii)
+                with precision:
+                    if cfg.keep_batch:
+                        pii_logits, keep_logits = next_token_logits(model, ids, attention, pii, keep)
+                        keep_terms.append(F.cross_entropy(keep_logits.float(), targets[keep]))
+                    else:
+                        pii_logits = next_token_logits(model, ids, attention, pii)
+                pii_logits = pii_logits.float()
                 loss_pii = pii_loss(pii_logits, targets[pii], cfg.loss, cfg.margin_rank)
                 if use_keep_corpus:
                     extra = torch.randperm(len(enc_keep), generator=generator)[: cfg.keep_batch_size]
                     x, m = (t.to(device) for t in trim(enc_keep.input_ids[extra], enc_keep.attention_mask[extra]))
                     on = m[:, 1:].bool() & m[:, :-1].bool()
-                    keep_terms.append(F.cross_entropy(next_token_logits(model, x, m, on), x[:, 1:][on]))
+                    with precision:
+                        keep_logits = next_token_logits(model, x, m, on)
+                    keep_terms.append(F.cross_entropy(keep_logits.float(), x[:, 1:][on]))
                 loss_keep = sum(keep_terms) / len(keep_terms)
                 share = (masker.gates.p_closed() * penalty_weights).sum()
                 loss = loss_pii + cfg.lambda_keep * loss_keep

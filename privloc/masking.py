@@ -1,4 +1,8 @@
-"""HardConcrete neuron gates over a causal LM, applied with forward hooks (SPEC S2 D1, D2, D4)."""
+"""HardConcrete neuron gates over a causal LM, applied with forward hooks.
+
+What a neuron is, the gate parameters and how privacy neurons are selected: docs/method.md, sections "Which
+units are gated", "Gate parameters" and "Which gates are privacy neurons".
+"""
 
 from __future__ import annotations
 

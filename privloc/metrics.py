@@ -1,4 +1,4 @@
-"""Leakage and utility metrics (SPEC S2 D8).
+"""Leakage and utility metrics (docs/method.md, "Metrics and the attack suite").
 
 Every metric reads one teacher-forced pass over an encoded corpus: position t of the scores is the
 prediction of token t + 1, whose PII labels are ``enc.category[:, t + 1]`` and ``enc.kind[:, t + 1]``.

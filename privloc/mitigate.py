@@ -1,8 +1,8 @@
-"""Deactivating neurons: a standalone edited copy of the model, or a cheap reversible mask (SPEC S2 D1, D4).
+"""Deactivating neurons: a standalone edited copy of the model, or a cheap reversible mask.
 
 `deactivate` writes the closed gates into the weights, so the result is a plain model of its family that
 anyone can load with `AutoModelForCausalLM.from_pretrained`, without privloc. `masked` gives the same function on the original
-model through hooks, for quick comparisons without a copy.
+model through hooks, for quick comparisons without a copy (docs/method.md, "How neurons are switched off").
 """
 
 from __future__ import annotations

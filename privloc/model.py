@@ -1,5 +1,5 @@
 """The victim: a causal LM (GPT-2 by default; see `families`) trained or fine-tuned on a PII corpus with a plain
-loop until it memorises (SPEC D5)."""
+loop until it memorises (docs/method.md, "Victim training")."""
 
 from __future__ import annotations
 

@@ -125,7 +125,8 @@ def data_source(source: str, origin: str = "--data") -> str:
 
 def records(source: str, profile: str = "default") -> tuple[list[dict], list[dict]]:
     """The train and valid records of a checked source; a built-in name gives the corpus `profile` trains its
-    victim on (cached by the pipeline, as for the notebooks), a folder its JSONL records (SPEC S8)."""
+    victim on (cached by the pipeline, as for the notebooks), a folder its JSONL records (docs/method.md,
+    "Record format of a corpus")."""
     try:
         if source in DATASETS:
             from .pipeline import corpus

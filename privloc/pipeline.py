@@ -133,18 +133,20 @@ def assoc_categories(data: Corpus) -> list[str]:
 
 
 def memorisation_metrics(model, data: Corpus, batch_size: int = 32, kinds: Sequence[str] = ASSOC_ONLY,
-                         valid_cast: bool = False) -> dict:
+                         valid_cast: bool = False, autocast: str | None = None) -> dict:
     """Leakage on the training split (what was memorised) and perplexity on validation (general LM).
 
     Only `assoc` occurrences are scored unless `kinds` says otherwise (see metrics.leakage). `valid_cast` adds
     `em_assoc_valid`, the exact match of the validation cast's assoc spans, which the model never saw: what
     it gets right there it guessed, not recalled (a pretrained model can guess more than one from scratch).
+    `autocast` ("bfloat16") runs the passes in that precision (metrics.score_tokens); None: fp32.
     """
-    report = leakage(model, data.enc_train, batch_size=batch_size, kinds=kinds)
+    report = leakage(model, data.enc_train, batch_size=batch_size, kinds=kinds, autocast=autocast)
     report.pop("per_span", None)
     if valid_cast:
-        report["em_assoc_valid"] = leakage(model, data.enc_valid, batch_size=batch_size, kinds=kinds)["em_assoc"]
-    return {**report, **perplexity(model, data.enc_valid, batch_size=batch_size)}
+        report["em_assoc_valid"] = leakage(model, data.enc_valid, batch_size=batch_size, kinds=kinds,
+                                           autocast=autocast)["em_assoc"]
+    return {**report, **perplexity(model, data.enc_valid, batch_size=batch_size, autocast=autocast)}
 
 
 @contextmanager
@@ -282,7 +284,7 @@ def localizations(source: str, profile: str | Profile = "default", progress: boo
             for i in range(profile.study.n_localization_seeds)]
 
 
-def deactivation_effect(v: Victim, neuron_ids, components) -> dict:
+def deactivation_effect(v: Victim, neuron_ids, components, autocast: str | None = None) -> dict:
     """Memorisation metrics of the victim with `neuron_ids` switched off (hard mask, no copy)."""
     with masked(v.model, neuron_ids, components):
-        return memorisation_metrics(v.model, v.corpus)
+        return memorisation_metrics(v.model, v.corpus, autocast=autocast)

@@ -1,8 +1,8 @@
-"""Synthetic corpora in the styles of the paper's datasets (SPEC S2 D6), generated with Faker.
+"""Synthetic corpora in the styles of the paper's datasets, generated with Faker.
 
 A fixed cast of data subjects recurs across documents, so a model can memorise "person -> attribute";
 one-off people fill the rest. Text is built by appending pieces and recording each PII offset as it is
-written, so spans are exact by construction.
+written, so spans are exact by construction. How the corpora are built: docs/method.md, "Synthetic corpora".
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A byte-level BPE trained on the training split, and the projection of PII spans onto tokens (SPEC D7)."""
+"""A byte-level BPE tokenizer and the projection of PII spans onto tokens (docs/method.md, "Tokenizer")."""
 
 from __future__ import annotations
 

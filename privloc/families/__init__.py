@@ -1,4 +1,4 @@
-"""Where the six gated components live in each decoder family (SPEC D1, beyond GPT-2).
+"""Where the six gated components live in each decoder family (docs/method.md, "Which units are gated").
 
 A `Family` says, for one block, which module each component's units come out of (`Site`: the module, the
 column of every unit in its output — or input, for the hidden units of the MLP — and whether the gate acts
