@@ -1,5 +1,5 @@
-# privloc: `make figures` regenerates every figure and table; `make test` runs the test suite.
-# The first call of either creates .venv from requirements.lock (about 2 minutes); later calls reuse it.
+# privloc: `make figures` regenerates the paper's figures and tables (notebooks 01-06); `make all` every notebook;
+# `make test` runs the test suite. The first call creates .venv from requirements.lock; later calls reuse it.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -12,19 +12,26 @@ else
 FIGDIR ?= build/$(PROFILE)/figures
 endif
 BUILD ?= build/$(PROFILE)
-# Notebook 08 (every architecture family) trains four more victims: it has its own target, `make architectures`,
-# since `make figures` would not fit its 15 minutes with it.
-SEPARATE := notebooks/08_architectures.ipynb notebooks/10_pretrained.ipynb
-NOTEBOOKS := $(sort $(filter-out $(SEPARATE),$(wildcard notebooks/[0-9][0-9]_*.ipynb)))
+# papermill runs in notebooks/: a relative figures folder is passed as seen from there, so that no local path
+# is written into an executed notebook.
+FIGARG := $(if $(filter /%,$(FIGDIR)),$(FIGDIR),../$(FIGDIR))
+# The default profile's executed notebooks, published for reading (privloc.publish); other runs publish nothing.
+ifeq ($(PROFILE)$(FIGDIR),defaultfigures)
+PUBLISH := docs/notebooks
+endif
+# The paper's figures and tables (Figs. 1-5, Tables 1-2 and their controls) come from notebooks 01-06; every
+# study beyond the paper has a target of its own (injection, architectures, objectives, pretrained).
+NOTEBOOKS := $(sort $(wildcard notebooks/0[1-6]_*.ipynb))
 EXECUTED := $(patsubst notebooks/%.ipynb,$(BUILD)/%.ipynb,$(NOTEBOOKS))
-# bench*.py, check.py and peak.py measure and compare the pipeline; they do not change what it produces.
-SOURCES := $(filter-out privloc/bench.py privloc/bench_attacks.py privloc/bench_families.py privloc/check.py privloc/peak.py,$(wildcard privloc/*.py privloc/families/*.py))
+# bench*.py, check.py, peak.py and publish.py measure, compare and publish the pipeline's results; they do not
+# change what it produces.
+SOURCES := $(filter-out privloc/bench.py privloc/bench_attacks.py privloc/bench_families.py privloc/check.py privloc/peak.py privloc/publish.py,$(wildcard privloc/*.py privloc/families/*.py))
 
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup figures architectures pretrained test lint lab html bench check clean lock
+.PHONY: setup figures all injection architectures objectives pretrained test lint lab html bench check clean lock
 .DEFAULT_GOAL := figures
 
 # The exact versions of requirements.lock (torch first, so that its local CPU wheel is the one chosen), then
@@ -51,15 +58,25 @@ $(foreach i,$(shell seq 2 $(words $(EXECUTED))),$(eval $(word $(i),$(EXECUTED)):
 $(BUILD)/%.ipynb: notebooks/%.ipynb $(SOURCES) $(VENV)/.installed
 	@mkdir -p $(BUILD) $(FIGDIR)
 	$(PY) -m privloc.peak $(@D)/$*.peak.json -- \
-		$(PY) -m papermill --cwd notebooks -k python3 $< $(@D)/.partial-$(@F) -p profile $(PROFILE) -p figures_dir $(abspath $(FIGDIR))
+		$(PY) -m papermill --cwd notebooks -k python3 $< $(@D)/.partial-$(@F) -p profile $(PROFILE) -p figures_dir $(FIGARG)
 	mv $(@D)/.partial-$(@F) $@
+	$(if $(PUBLISH),$(PY) -m privloc.publish $@ $(PUBLISH))
 
-# Table 6 and Fig. 8. It reuses the corpus and GPT-2 victim of `make figures` when they are cached.
+# Beyond the paper. Each reuses the corpora and victims of `make figures` when they are cached, and builds
+# them itself otherwise.
+# Notebook 07: planted facts with known neurons, recall of each localisation method (Table 3, Fig. 6).
+injection: $(BUILD)/07_injection_benchmark.ipynb
+# Notebook 08: one victim per decoder family (Table 6, Fig. 8).
 architectures: $(BUILD)/08_architectures.ipynb
-
+# Notebook 09: the suppression objectives of Algorithm 1 compared by the attack suite (Table 7).
+objectives: $(BUILD)/09_objectives.ipynb
 # Notebook 10: SmolLM2-135M (installed by `make setup`) fine-tuned on a corpus, and the whole study on it
-# (figures/pretrained_*); the fine-tuning dominates its time (README, "The pretrained study").
+# (figures/pretrained_*); the fine-tuning is about half of its time (figures/bench.md).
 pretrained: $(BUILD)/10_pretrained.ipynb
+
+# One after the other (two cores: one heavy job at a time).
+all: figures
+	$(MAKE) --no-print-directory injection architectures objectives pretrained
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

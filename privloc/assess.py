@@ -119,6 +119,10 @@ def state_row(v: Victim, neuron_ids=None, components=None, profile: str | Profil
     return row
 
 
+# The columns of Table 5 a reader compares (its Markdown); the CSV keeps every one.
+CALIBRATION_SHOWN = ["dataset", "case", "category", "n_spans", "exposure", "exposure_chance", "gap_bits", "at_chance",
+                     "mrr", "mrr_chance"]
+
 CALIBRATION_CASES = {
     "memorised": "original victim, training cast (what it memorised)",
     "unseen": "original victim, validation cast (PII it never saw)",

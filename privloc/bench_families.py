@@ -1,5 +1,5 @@
-"""The bench's per-family part: localisation step / training step for each architecture family, and the time of
-notebook 08, which runs outside `make figures` (`make architectures`)."""
+"""The bench's per-family part: localisation step / training step for each architecture family, and the times of
+the notebooks that run outside `make figures` (each has its own make target)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 from .families import families
 
 # Executed notebooks that `make figures` does not run: their time is reported apart from its total.
-SEPARATE = ("08_architectures",)
+SEPARATE = {"07_injection_benchmark": "injection", "08_architectures": "architectures", "09_objectives": "objectives",
+            "10_pretrained": "pretrained"}
 RATIO_TARGET = 1.1
 
 
@@ -48,7 +49,8 @@ def render(ratios: dict[str, dict] | None, separate: dict[str, float | None], bu
     for stem in SEPARATE:
         seconds = separate.get(stem)
         if stem not in separate:
-            lines += [f"`{stem}` was not executed in `{build_dir}` (`make architectures`).", ""]
+            lines += [f"`{stem}` was not executed in `{build_dir}` (`make {SEPARATE[stem]}`).", ""]
         else:
-            lines += [f"{stem}_minutes = {'n/a' if seconds is None else f'{seconds / 60:.1f}'}", ""]
+            lines += [f"{stem}_minutes = {'n/a' if seconds is None else f'{seconds / 60:.1f}'} "
+                      f"(`make {SEPARATE[stem]}`)", ""]
     return lines

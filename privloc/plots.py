@@ -25,6 +25,20 @@ def style(index: int) -> dict:
             "linestyle": LINESTYLES[index % len(LINESTYLES)]}
 
 
+# The methods of the mitigation figures, each a colour that stays apart from the others in print and for
+# colour-blind readers (no two blues, no pale yellow), with its own marker and dash.
+METHOD_COLORS = {"original": "#000000", "privloc": "#D55E00", "random": "#E69F00", "random_uniform": "#8C8C8C",
+                 "activation": "#0072B2", "integrated_gradients": "#009E73", "scrubbed": "#CC79A7"}
+
+
+def method_style(method: str, index: int) -> dict:
+    """Colour, marker and line style of a method's series (a method not listed: the index-th style)."""
+    out = style(index)
+    if method in METHOD_COLORS:
+        out["color"] = METHOD_COLORS[method]
+    return out
+
+
 def setup() -> None:
     plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
                          "font.size": 10, "svg.hashsalt": "privloc", "pdf.compression": 6})
@@ -171,9 +185,16 @@ def sensitivity_curves(curve: pd.DataFrame, baseline: dict):
     return fig
 
 
-def attack_budget(table: pd.DataFrame, attacks=("greedy", "beam", "sample", "candidates", "logit_lens", "any")):
-    """Fig. 7: leakage against the attack budget B, one row of panels per dataset and one panel per attack."""
+def attack_budget(table: pd.DataFrame, attacks=("beam", "sample", "candidates", "logit_lens", "any"),
+                  n_candidates: int | None = None):
+    """Fig. 7: leakage against the attack budget B, one row of panels per dataset and one panel per attack.
+
+    Greedy decoding has no budget (its value is the B = 1 point of every other attack), so it has no panel.
+    With `n_candidates` (K) the candidate panel draws chance, B/(K+1): the truth's rank among K others is
+    uniform for a model that never saw it.
+    """
     datasets = list(dict.fromkeys(table["dataset"]))
+    budgets = sorted(set(table["budget"]))
     fig, axes = plt.subplots(len(datasets), len(attacks), figsize=(2.6 * len(attacks), 2.4 * len(datasets)),
                              sharex=True, sharey=True, squeeze=False)
     for r, name in enumerate(datasets):
@@ -181,8 +202,14 @@ def attack_budget(table: pd.DataFrame, attacks=("greedy", "beam", "sample", "can
         for c, attack in enumerate(attacks):
             ax = axes[r, c]
             for i, (method, frame) in enumerate(here.groupby("method", sort=False)):
-                ax.plot(frame["budget"], frame[f"leak_{attack}"], **style(i), markersize=4, label=method)
+                ax.plot(frame["budget"], frame[f"leak_{attack}"], **method_style(method, i), markersize=4,
+                        label=method)
+            if attack == "candidates" and n_candidates:
+                ax.plot(budgets, [b / (n_candidates + 1) for b in budgets], color="grey", linewidth=3, alpha=0.4,
+                        label=f"chance B/(K+1), K = {n_candidates}")
             ax.set_xscale("log")
+            ax.set_xticks(budgets, [str(b) for b in budgets])
+            ax.minorticks_off()
             ax.set_ylim(-0.03, 1.03)
             ax.grid(alpha=0.3)
             if r == 0:
@@ -196,9 +223,9 @@ def attack_budget(table: pd.DataFrame, attacks=("greedy", "beam", "sample", "can
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             labels.setdefault(label, handle)
-    fig.legend(labels.values(), labels.keys(), fontsize=8, loc="upper center", ncol=len(labels),
+    fig.legend(labels.values(), labels.keys(), fontsize=8, loc="upper center", ncol=min(len(labels), 4),
                bbox_to_anchor=(0.5, 1.0), frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     return fig
 
 

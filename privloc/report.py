@@ -63,13 +63,49 @@ def save_figure(fig, folder: str | Path, stem: str, caption: str, notebook: str,
     return paths
 
 
+MAX_SHOWN = 12  # columns of a Markdown table: what a reader compares; the CSV keeps every column
+
+
+def _number(x, digits: int) -> str:
+    if pd.isna(x):
+        return ""
+    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.{digits}f}"
+
+
+def readable(df: pd.DataFrame, shown: list[str] | None = None, digits: int = 3) -> pd.DataFrame:
+    """The table a reader compares: the `shown` columns (default: all), each number rounded to `digits`, and
+    "mean ± std" where a `<column>_std` column says the value varies (over seeds or sets)."""
+    shown = list(df.columns) if shown is None else [c for c in shown if c in df.columns]
+    out = pd.DataFrame(index=df.index)
+    for col in shown:
+        values = df[col]
+        spread = df.get(f"{col}_std")
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            out[col] = values
+            continue
+        if pd.api.types.is_integer_dtype(values):
+            text = values.map(str)
+        else:
+            text = values.map(lambda x: _number(x, digits))
+        if spread is not None and (spread.fillna(0) > 0).any():
+            text = [t if not (s > 0) else f"{t} ± {_number(s, digits)}" for t, s in zip(text, spread, strict=True)]
+        out[col] = text
+    return out
+
+
 def save_table(df: pd.DataFrame, folder: str | Path, stem: str, caption: str, notebook: str, profile: str,
-               float_digits: int = 4) -> list[Path]:
+               float_digits: int = 4, shown: list[str] | None = None) -> list[Path]:
+    """`df` as CSV (every column) and Markdown (the `shown` columns, at most MAX_SHOWN, mean ± std)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{stem}.csv", folder / f"{stem}.md"]
+    if shown is not None and len(shown) > MAX_SHOWN:
+        raise ValueError(f"a Markdown table shows at most {MAX_SHOWN} columns, {len(shown)} asked for {stem}")
     atomic_write_text(paths[0], df.to_csv(index=False, float_format=f"%.{float_digits}g"))
-    atomic_write_text(paths[1], f"{caption}\n\n{df.to_markdown(index=False, floatfmt=f'.{float_digits}g')}\n")
+    table = df if shown is None else readable(df, shown)
+    text = table.to_markdown(index=False, floatfmt=f".{float_digits}g")
+    more = "" if shown is None else f"\n\nEvery column: [{stem}.csv]({stem}.csv)."
+    atomic_write_text(paths[1], f"{caption}\n\n{text}{more}\n")
     _register(folder, stem, [p.name for p in paths], caption, notebook, profile)
     return paths
 

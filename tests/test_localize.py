@@ -35,7 +35,9 @@ def test_first_token_keeps_one_target_per_span(enc):
     assert first[0, 3] and not first[0, 4]  # the EMAIL block at tokens 4-6 is predicted from position 3
 
 
-@pytest.mark.parametrize("cfg", [replace(BASE, target_share=0.05), replace(BASE, target_share=None, lambda_0=0.5)])
+@pytest.mark.parametrize("cfg", [replace(BASE, target_share=0.05), replace(BASE, target_share=None, lambda_0=0.5),
+                                 replace(BASE, target_share=0.05, autocast="bfloat16")],
+                         ids=["share", "lambda", "bf16"])
 def test_loop_closes_gates_that_lower_the_pii_likelihood(memorising, enc, cfg):
     model = memorising
     before = {n: p.clone() for n, p in model.state_dict().items()}
