@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -203,27 +202,3 @@ def random_recall(k: int, n_neurons: int) -> float:
     if not 0 <= k <= n_neurons or n_neurons <= 0:
         raise ValueError(f"need 0 <= k <= n_neurons and n_neurons > 0, got k={k}, n_neurons={n_neurons}")
     return k / n_neurons
-
-
-def recall_by_layer(found_ids, true_ids, layout_or_masker) -> pd.DataFrame:
-    """Per layer: injected neurons there, how many were found, recall, and the recall random picks would get.
-
-    `layout_or_masker` is a NeuronMasker (or anything with `neuron_table()`), or such a table itself.
-    `random_level` is the share of that layer's neurons that were selected: the expected recall of a random
-    selection with the same count in the layer.
-    """
-    table = layout_or_masker.neuron_table() if hasattr(layout_or_masker, "neuron_table") else layout_or_masker
-    layer_of = np.asarray(table["layer"])
-    found, true = np.unique(np.asarray(found_ids, dtype=np.int64)), np.unique(np.asarray(true_ids, dtype=np.int64))
-    for name, arr in (("found_ids", found), ("true_ids", true)):
-        if arr.size and (arr.min() < 0 or arr.max() >= layer_of.size):
-            raise ValueError(f"{name} must lie in [0, {layer_of.size})")
-    n_layer = int(layer_of.max()) + 1
-    layer_size = np.bincount(layer_of, minlength=n_layer)
-    n_true = np.bincount(layer_of[true], minlength=n_layer)
-    n_hit = np.bincount(layer_of[true[np.isin(true, found)]], minlength=n_layer)
-    n_found = np.bincount(layer_of[found], minlength=n_layer)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(n_true > 0, n_hit / n_true, np.nan)
-    return pd.DataFrame({"n_true": n_true, "n_found": n_found, "n_hit": n_hit, "recall": recall,
-                         "random_level": n_found / layer_size}, index=pd.RangeIndex(n_layer, name="layer"))

@@ -7,8 +7,6 @@ are compared at an equal neuron budget; notebook 09 tabulates them and `choose` 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 import torch
@@ -100,14 +98,6 @@ def choose(table: pd.DataFrame, max_ppl_change_pct: float = 5.0, tie: float = 0.
                                ascending=[False, False, True, True]).drop(columns="_any")
     ranked["rank"] = range(1, len(ranked) + 1)
     return ranked.reset_index()
-
-
-def with_variant(profile: str | Profile, name: str) -> Profile:
-    """The profile with its localisation switched to the named variant."""
-    profile = get_profile(profile)
-    if name not in VARIANTS:
-        raise ValueError(f"unknown objective variant {name!r}: expected one of {', '.join(VARIANTS)}")
-    return replace(profile, localize=replace(profile.localize, **VARIANTS[name]))
 
 
 def likelihood_gap(v, neuron_ids=None, components=None, profile: str | Profile = "default",

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import families, pretrained
-from .data import DATASETS, DataError, check_source, load_split, span_kinds
+from .data import DATASETS, DataError, span_kinds
+from .sources import check_source, load_split
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 

@@ -20,13 +20,14 @@ from tqdm.auto import tqdm
 
 from . import artifacts, devices, pretrained
 from .config import Profile, get_profile
-from .data import CATEGORIES, DATASETS, check_source, load_split, non_pii_text, read_jsonl, scrub, write_jsonl
+from .data import CATEGORIES, DATASETS, non_pii_text, read_jsonl, scrub, write_jsonl
 from .holdout import holdout_rows
 from .localize import Localization, localize
 from .masking import NeuronMasker
 from .metrics import ASSOC_ONLY, leakage, perplexity
 from .mitigate import masked
 from .model import build_model, load_model, pick_device, train_victim
+from .sources import check_source, load_split
 from .synthetic import GENERATOR
 from .tokenizer import Encoded, encode_records, load_tokenizer, train_tokenizer
 

@@ -10,7 +10,6 @@ from privloc.data import (
     DATASETS,
     KINDS,
     DataError,
-    load_split,
     read_jsonl,
     regex_tag,
     span_kinds,
@@ -18,6 +17,7 @@ from privloc.data import (
     validate_record,
     write_jsonl,
 )
+from privloc.sources import load_split
 from privloc.synthetic import generate, sample_values
 
 SMALL = {"n_subjects": 6, "docs_per_subject": 4, "n_oneoff_docs": 5}

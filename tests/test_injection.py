@@ -1,10 +1,9 @@
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import transformers
 
-from privloc.injection import choose_neurons, fresh_facts, inject, random_recall, recall_at_k, recall_by_layer
+from privloc.injection import choose_neurons, fresh_facts, inject, random_recall, recall_at_k
 from privloc.masking import COMPONENTS, NeuronMasker
 from privloc.metrics import leakage
 from privloc.model import lm_loss, trim
@@ -149,17 +148,3 @@ def test_recall_on_hand_built_sets():
     assert random_recall(10, 100) == 0.1
     with pytest.raises(ValueError):
         random_recall(5, 4)
-    table = {"layer": np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])}
-    df = recall_by_layer([1, 3, 4], [0, 1, 3], table)
-    expected = pd.DataFrame({"n_true": [2, 1, 0], "n_found": [1, 2, 0], "n_hit": [1, 1, 0],
-                             "recall": [0.5, 1.0, np.nan], "random_level": [1 / 3, 2 / 3, 0.0]},
-                            index=pd.RangeIndex(3, name="layer"))
-    pd.testing.assert_frame_equal(df, expected)
-
-
-def test_recall_by_layer_reads_a_masker(setup):
-    masker = NeuronMasker(setup["victim"])
-    true = choose_neurons(masker, share=0.05, seed=0)
-    df = recall_by_layer(true[::2], true, masker)
-    assert list(df.index) == [0, 1] and df["n_true"].sum() == len(true)
-    assert df["n_hit"].sum() == len(true[::2]) and df["recall"].between(0, 1).all()
