@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from .masking import COMPONENTS
 
@@ -279,3 +279,15 @@ def get_profile(name: str | Profile, **overrides) -> Profile:
     else:
         raise ValueError(f"unknown profile {name!r}: expected one of {', '.join(PROFILES)}")
     return replace(profile, **overrides) if overrides else profile
+
+
+def notebook_profile(name: str | Profile, seed: int = 0, **study) -> Profile:
+    """The profile a notebook runs, resolved once from its parameters cell: `name`'s profile with every seed set
+    to `seed` and each StudyConfig field passed here replaced, unless its value is None (None keeps the
+    profile's value; 0 and False are values)."""
+    profile = get_profile(name).with_seed(seed)
+    unknown = sorted(set(study) - {f.name for f in fields(StudyConfig)})
+    if unknown:
+        raise ValueError(f"not a StudyConfig field: {', '.join(unknown)}")
+    chosen = {k: v for k, v in study.items() if v is not None}
+    return replace(profile, study=replace(profile.study, **chosen)) if chosen else profile

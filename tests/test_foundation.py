@@ -177,3 +177,15 @@ def test_victims_trained_side_by_side_equal_those_trained_here(tmp_path, monkeyp
     a, b = side_by_side.model.state_dict(), here.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert side_by_side.history[-1]["em_assoc"] == here.history[-1]["em_assoc"]
+
+
+def test_a_notebook_profile_keeps_the_profile_where_a_parameter_is_none():
+    from privloc.config import get_profile, notebook_profile
+
+    base = get_profile("smoke")
+    p = notebook_profile("smoke", 3, n_localization_seeds=None, ig_steps=0)
+    assert p.study.n_localization_seeds == base.study.n_localization_seeds
+    assert p.study.ig_steps == 0  # 0 is a value, not "use the default"
+    assert p.localize.seed == p.train.seed == p.data.seed == 3
+    with pytest.raises(ValueError, match="not a StudyConfig field"):
+        notebook_profile("smoke", 0, n_localisation_seeds=2)
