@@ -25,7 +25,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/0[1-6]_*.ipynb))
 EXECUTED := $(patsubst notebooks/%.ipynb,$(BUILD)/%.ipynb,$(NOTEBOOKS))
 # bench*.py, check.py, peak.py and publish.py measure, compare and publish the pipeline's results; they do not
 # change what it produces.
-SOURCES := $(filter-out privloc/bench.py privloc/bench_attacks.py privloc/bench_families.py privloc/check.py privloc/peak.py privloc/publish.py,$(wildcard privloc/*.py privloc/families/*.py))
+SOURCES := $(filter-out privloc/bench.py privloc/bench_attacks.py privloc/bench_families.py privloc/bench_pretrained.py privloc/check.py privloc/peak.py privloc/publish.py,$(wildcard privloc/*.py privloc/families/*.py))
 
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import bench_families
+from . import bench_families, bench_pretrained
 from .artifacts import atomic_write_text
 from .bench_attacks import attack_times, render_attack_times
 from .config import PROFILES, LocalizeConfig, ModelConfig
@@ -361,6 +361,7 @@ def run(out="figures/bench.md", quick: bool = False, build_dir="build/default", 
                   str(build_dir), attacks)
     text += "\n" + "\n".join(bench_families.render(per_family, bench_families.separate_durations(build_dir),
                                                     str(build_dir)))
+    text += "\n" + "\n".join(bench_pretrained.report(build_dir))
     atomic_write_text(out, text)
     print(f"wrote {out}", flush=True)
     return text

@@ -187,3 +187,21 @@ def test_attack_times_read_the_cached_suite_runs(tmp_path):
     text = "\n".join(render_attack_times(times))
     assert "| echr | 3 | 4.0 | 9.0 | 1 | 1.5 |" in text
     assert "attack_suite_seconds_per_state_max = 9.0" in text
+
+
+def test_pretrained_bench_adds_the_cached_fine_tuning_to_a_run_that_read_it():
+    from privloc import bench_pretrained
+
+    tunings = [{"corpus": "echr", "key": "k", "epochs": 4, "steps": 220, "train_seconds": 1500.0,
+                "wall_seconds": 1800.0, "em_assoc": 0.95}]
+    runs = [{"seconds": 40.0, "parts": {"token_pass": 10.0, "candidates": 20.0}},
+            {"seconds": 60.0, "parts": {"token_pass": 12.0, "candidates": 30.0}}]
+    stages = {"set-up": 5.0, "Memorisation per epoch": 10.0, "Where the privacy neurons sit": 600.0}
+    text = "\n".join(bench_pretrained.render(stages, tunings, runs))
+    # The run read the victim from the cache (10 s against a 30-min build): the clean figure adds the build.
+    assert re.search(r"^make_pretrained_minutes_clean = 40\.1 ", text, re.M)
+    assert "pretrained_attack_suite_seconds_per_state_max = 60.0" in text and "candidates 25.0" in text
+    built = {**stages, "Memorisation per epoch": 1810.0}
+    assert re.search(r"^make_pretrained_minutes_clean = 40\.2$", "\n".join(bench_pretrained.render(built, tunings, runs)),
+                     re.M)
+    assert "No fine-tuned pretrained victim" in "\n".join(bench_pretrained.render(stages, [], []))
