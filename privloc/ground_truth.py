@@ -109,3 +109,29 @@ def variant_recalls(injection: Injection, cfg: LocalizeConfig, variants: dict[st
         rows.append({"variant": label, "overrides": ", ".join(f"{key}={val}" for key, val in overrides.items()),
                      "recall": recall_at_k(loc.masker.ranking()[:k], injection.neuron_ids), "seconds": loc.seconds})
     return pd.DataFrame(rows)
+
+
+def findings(table3: pd.DataFrame, runs: pd.DataFrame, tried: pd.DataFrame, budget: int) -> list[str]:
+    """Notebook 07's "What we found": the injections, our recall against the others', and the variants tried."""
+    t = table3.set_index("method")
+    ours = t.loc["privloc"]
+    best_other = t.drop(index="privloc")["recall"].idxmax()
+    reached = runs.groupby("seed")["em_injected_before"].first()
+    return [
+        f"- The injections reached an exact match of {reached.mean():.2f} on the new facts (min {reached.min():.2f}; "
+        "target 0.9)" + ("." if reached.min() >= 0.9 else
+                         " — **below target: the planted memory is incomplete, so recall is measured against a "
+                         "partly failed injection.**"),
+        f"- Our mean recall@|S| is **{ours['recall']:.2f} ± {ours['recall_std']:.2f}** against a random level of "
+        f"{ours['random_level']:.4f} ({ours['recall'] / ours['random_level']:.0f}×); the best other method is "
+        f"{best_other} at {t.loc[best_other, 'recall']:.2f}.",
+        f"- Switching our top-|S| off leaves {ours['em_injected_after']:.2f} of the injected facts' exact match "
+        f"and {ours['em_original_after']:.2f} of the original PII's, at {ours['ppl_change_pct']:+.1f}% perplexity; "
+        f"an attacker with {budget} tries still recovers {ours['leak_any_injected_after']:.2f} of the injected "
+        f"facts (`leak_any`, {ours['leak_any_injected_before']:.2f} before).",
+        "- Target of this companion: recall ≥ 0.5 and above every baseline. "
+        + ("Met." if ours["recall"] >= 0.5 and ours["recall"] >= t.drop(index="privloc")["recall"].max()
+           else f"Not met: short by {max(0.5 - ours['recall'], t.drop(index='privloc')['recall'].max() - ours['recall']):.2f}."),
+        "- Variants on the first injection (recall@|S|): "
+        + ", ".join(f"{r.variant} {r.recall:.2f}" for r in tried.itertuples()) + ".",
+    ]
