@@ -262,8 +262,10 @@ def train(args) -> int:
                                             n_positions=max_len), tokenizer)
         data = own.encode(source, train_records, valid_records, tokenizer, max_len)
         cfg = _train_config(args, len(train_records))
-        history = train_victim(model, data.enc_train, cfg, lambda m: memorisation_metrics(m, data, valid_cast=True),
-                               dev, progress=True)
+        def evaluate(m):
+            return memorisation_metrics(m, data, valid_cast=True, autocast=cfg.autocast)
+
+        history = train_victim(model, data.enc_train, cfg, evaluate, dev, progress=True)
         model.config._name_or_path = claim.out.name  # not the base model's local path
         model.to("cpu").save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))

@@ -190,8 +190,9 @@ def victim(source: str, profile: str | Profile = "default", progress: bool = Tru
         start = time.perf_counter()
         with _threads(profile.train.threads if device.type == "cpu" else None):
             # A pretrained victim's history also scores the validation cast: its guessing is not zero.
+            # The evaluations run in the training's precision (fp32 for the small victims).
             history = train_victim(model, train_enc, train_cfg, lambda m: memorisation_metrics(
-                m, data, valid_cast=bool(profile.model.pretrained)), device, progress)
+                m, data, valid_cast=bool(profile.model.pretrained), autocast=profile.train.autocast), device, progress)
         model.to("cpu").save_pretrained(str(folder / "model"))
         data.tokenizer.save_pretrained(str(folder / "model"))
         artifacts.write_json(folder / "history.json", {

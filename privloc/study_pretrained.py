@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from . import assess, compare
+from . import assess
 from .data import CATEGORIES
 from .plots import OKABE_ITO
 
@@ -77,11 +77,11 @@ def plot_layers(shares: pd.DataFrame, components: pd.DataFrame):
 
 def held_out(v, run, cfg) -> pd.DataFrame:
     """Every attack on the documents a holdout localisation learned on and on the other documents of the same
-    people, with its privacy neurons and its matched random control switched off, and with none."""
+    people, with its privacy neurons switched off and with none (Table 1 has the random controls)."""
     from .pipeline import holdout_split
 
     parts = dict(zip(("learned documents", "held-out documents"), holdout_split(v.corpus, run), strict=True))
-    sets = {"original": None, **{k: ids for k, ids in compare.control_sets(run).items() if k != "random_uniform"}}
+    sets = {"original": None, "privloc": run.closed_ids()}
     rows = []
     for label, ids in sets.items():
         for part, doc_rows in parts.items():
