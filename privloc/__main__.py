@@ -1,7 +1,8 @@
-"""`python -m privloc`: the privloc command (privloc.cli)."""
+"""`python -m privloc`: the privloc command (privloc.command.cli)."""
 
 import sys
 
-from .cli import main
+from privloc.command.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

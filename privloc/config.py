@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .masking import COMPONENTS
+from privloc.method.families import COMPONENTS
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ModelConfig:
     # Keep only the first this many blocks of the pretrained model (None: all): a cheap slice of a real model for
     # runs whose numbers mean nothing (the smoke profile of notebook 10).
     pretrained_layers: int | None = None
-    # The family of a from-scratch victim (privloc.families): gpt2, gpt_neo, gpt_neox or llama. A pretrained
+    # The family of a from-scratch victim (privloc.method.families): gpt2, gpt_neo, gpt_neox or llama. A pretrained
     # checkpoint's family comes from its own config.
     architecture: str = "gpt2"
     # For pretrained checkpoints: "bfloat16"/"float16"/"float32" (None: as stored), and accelerate's device map
@@ -115,7 +115,7 @@ class LocalizeConfig:
     keep_kinds: tuple[str, ...] = ()  # PII kinds whose targets join the keep term
     keep_other_categories: bool = True  # with a category filter, keep the other categories' targets
     components: tuple[str, ...] = COMPONENTS
-    # Share of each data subject's documents kept out of the localisation (privloc.holdout): the attacks then
+    # Share of each data subject's documents kept out of the localisation (privloc.study.holdout): the attacks then
     # also run on those held-out contexts. 0 learns on every document.
     holdout: float = 0.0
     # Documents per step of a second keep corpus, when localize() is given one (the injection benchmark);
@@ -134,7 +134,7 @@ class LocalizeConfig:
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """The attack suite (privloc.attacks): the attacker's budget and how many spans each attack scores."""
+    """The attack suite (privloc.method.attacks): the attacker's budget and how many spans each attack scores."""
 
     budget: int = 10  # B: beams, samples, or candidates the attacker may check
     sweep: tuple[int, ...] = (1, 2, 5, 10, 20)  # budgets of Fig. 7 / Table 4
@@ -148,7 +148,7 @@ class AttackConfig:
     search_spans: int = 100  # the first of those, also scored by beam search and candidates (and `any`)
     calibration_spans: int = 200  # spans ranked per case of Table 5 (candidates only)
     seed: int = 0
-    # Precision of every forward pass of the suite (privloc.attacks): None is fp32, bit for bit as the figures of
+    # Precision of every forward pass of the suite (privloc.method.attacks): None is fp32, bit for bit as the figures of
     # the from-scratch victims were made; "bfloat16" (the pretrained victim) runs them under torch.autocast.
     autocast: str | None = None
 
@@ -210,7 +210,7 @@ class Profile:
                        localize=replace(self.localize, seed=seed))
 
 
-# SmolLM2-135M (privloc.pretrained, installed by `make setup`) fine-tuned on the default corpora, offline on a
+# SmolLM2-135M (privloc.method.pretrained, installed by `make setup`) fine-tuned on the default corpora, offline on a
 # CPU. The corpora are the default profile's (440 training documents each), so an epoch is ceil(440 / 8) = 55
 # steps. Sizes are chosen so that `make pretrained` fits an hour on two cores (figures/bench.md has each stage's
 # time); every count below is what the notebook's numbers rest on.

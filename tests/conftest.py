@@ -26,11 +26,11 @@ def enc():
 @pytest.fixture(scope="session")
 def folders(tmp_path_factory):
     """A small untrained model folder with its tokenizer, a dataset folder, and a mask of another model."""
+    from privloc.command.own import fingerprint
     from privloc.config import ModelConfig
-    from privloc.masking import NeuronMasker
-    from privloc.model import build_model
-    from privloc.own import fingerprint
-    from privloc.tokenizer import train_tokenizer
+    from privloc.method.masking import NeuronMasker
+    from privloc.method.model import build_model
+    from privloc.method.tokenizer import train_tokenizer
 
     base = tmp_path_factory.mktemp("folders")
     corpus = write_tiny_corpus(base / "corpus", n_subjects=3, docs_per_subject=2)

@@ -4,7 +4,7 @@ import torch
 import transformers
 
 from privloc.config import ModelConfig
-from privloc.families import families
+from privloc.method.families import families
 
 FAMILIES = tuple(families())
 VOCAB = 50

@@ -3,8 +3,8 @@
 import torch
 import transformers
 
-from privloc.data import CATEGORIES, KINDS
-from privloc.tokenizer import Encoded
+from privloc.corpora.data import CATEGORIES, KINDS
+from privloc.method.tokenizer import Encoded
 
 
 def tiny_model(seed=0, n_layer=2, n_embd=16):
@@ -47,7 +47,7 @@ def write_tiny_corpus(folder, n_subjects=8, docs_per_subject=8, seed=7):
     import json
     import random
 
-    from privloc.synthetic import sample_values
+    from privloc.corpora.synthetic import sample_values
 
     sentences = ("The phone number of this client is {PHONE}.", "You can call this client at {PHONE}.",
                  "The client was born on {DATE}.", "Date of birth on file: {DATE}.", "Write to {EMAIL} for copies.",
@@ -93,7 +93,7 @@ def refused(capsys, tmp_path, monkeypatch, *argv, match):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     before = sorted(tmp_path.rglob("*"))
     capsys.readouterr()
-    from privloc import cli
+    from privloc.command import cli
 
     code = cli.main(list(argv))
     out, err = capsys.readouterr()

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from privloc import analysis as an
+from privloc.study import analysis as an
 
 # 2 layers of [attn.q: 4 units | mlp.in: 8 units]: ids 0-3 and 12-15 are attn.q, 4-11 and 16-23 mlp.in.
 LAYOUT = an.Layout(2, ("attn.q", "mlp.in"), {"attn.q": 4, "mlp.in": 8})
@@ -39,7 +39,7 @@ def test_layout_from_masker_matches_masker_numbering():
     fake = SimpleNamespace(n_layer=2, components=("attn.q", "mlp.in"), component_sizes={"attn.q": 4, "mlp.in": 8})
     layout = an.Layout.from_masker(fake)
     assert layout == LAYOUT
-    masking = pytest.importorskip("privloc.masking")
+    masking = pytest.importorskip("privloc.method.masking")
     theirs = masking.NeuronMasker.neuron_table(fake)
     ours = layout.table()
     assert np.array_equal(theirs["layer"], ours["layer"])

@@ -11,10 +11,11 @@ import torch
 from helpers import tiny_corpus, tiny_model
 from test_attacks import _span_corpus, sequence_logprobs
 
-from privloc import attacks, devices, metrics
+from privloc import devices
 from privloc.config import AttackConfig
-from privloc.lens import block_outputs, lens_parts, span_lens
-from privloc.search import beam_finds, extend, extend_logprobs, prefix_state, rank_among
+from privloc.method import attacks, metrics
+from privloc.method.lens import block_outputs, lens_parts, span_lens
+from privloc.method.search import beam_finds, extend, extend_logprobs, prefix_state, rank_among
 
 
 def _span_hidden(model, ids, start, end):

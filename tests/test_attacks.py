@@ -7,11 +7,11 @@ import pytest
 import torch
 from helpers import tiny_model
 
-from privloc import attacks
-from privloc.candidates import CandidateSets, chance_exposure, chance_mrr, exposure_from_rank
 from privloc.config import AttackConfig
-from privloc.search import beam_finds, beam_search, extend, left_pad, prefix_state, rank_among
-from privloc.tokenizer import train_tokenizer
+from privloc.method import attacks
+from privloc.method.candidates import CandidateSets, chance_exposure, chance_mrr, exposure_from_rank
+from privloc.method.search import beam_finds, beam_search, extend, left_pad, prefix_state, rank_among
+from privloc.method.tokenizer import train_tokenizer
 
 
 class _NoCache:
@@ -160,8 +160,8 @@ def test_logit_lens_at_the_last_layer_is_the_models_own_logits():
 
 def _span_corpus(model, length=3):
     """One row per prefix, whose 'assoc' span is the model's own greedy continuation (so p is not tiny)."""
-    from privloc.data import CATEGORIES, KINDS
-    from privloc.tokenizer import Encoded, SpanInfo
+    from privloc.corpora.data import CATEGORIES, KINDS
+    from privloc.method.tokenizer import Encoded, SpanInfo
 
     rows, spans = [], []
     for r, prefix in enumerate(([1, 5, 9], [4, 7, 2, 8])):

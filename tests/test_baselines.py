@@ -3,7 +3,7 @@ import pytest
 import torch
 from helpers import tiny_model
 
-from privloc.baselines import (
+from privloc.method.baselines import (
     activation_contrast,
     activation_contrast_scores,
     integrated_gradients,
@@ -12,8 +12,8 @@ from privloc.baselines import (
     random_matched,
     random_ranking,
 )
-from privloc.masking import NeuronMasker
-from privloc.mitigate import masked
+from privloc.method.masking import NeuronMasker
+from privloc.method.mitigate import masked
 
 
 @pytest.fixture(scope="module")

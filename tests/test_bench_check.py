@@ -5,8 +5,8 @@ import nbformat
 import pytest
 import torch
 
-from privloc import bench
-from privloc.check import compare_tables, main
+from privloc.tools import bench
+from privloc.tools.check import compare_tables, main
 
 TABLE = "dataset,method,n_neurons,em_assoc,train_seconds\nechr,original,0,0.9,12.5\nechr,privloc,42,0.25,13.0\n"
 
@@ -143,7 +143,7 @@ def test_peak_records_a_childs_memory_and_the_report_shows_it(tmp_path):
     import json
     import sys
 
-    from privloc import peak
+    from privloc.tools import peak
 
     out = tmp_path / "build" / "01_a.peak.json"
     # The child holds ~200 MiB, far above what a bare interpreter needs.
@@ -168,14 +168,14 @@ def test_peak_adds_up_processes_that_run_side_by_side(tmp_path):
               "[p.wait() for p in ps]")
     out = tmp_path / "02_b.peak.json"
     # In a process of its own, as the Makefile runs it: this test process's earlier children do not count.
-    subprocess.run([sys.executable, "-m", "privloc.peak", str(out), "--", sys.executable, "-c", script], check=True)
+    subprocess.run([sys.executable, "-m", "privloc.tools.peak", str(out), "--", sys.executable, "-c", script], check=True)
     record = json.loads(out.read_text())
     assert record["single_process_peak_mib"] < 250 < record["peak_mib"]
 
 
 def test_attack_times_read_the_cached_suite_runs(tmp_path):
     from privloc.artifacts import write_json
-    from privloc.bench_attacks import attack_times, render_attack_times
+    from privloc.tools.bench_attacks import attack_times, render_attack_times
 
     assert attack_times(tmp_path) is None
     for i, seconds in enumerate((2.0, 4.0, 9.0)):
@@ -190,7 +190,7 @@ def test_attack_times_read_the_cached_suite_runs(tmp_path):
 
 
 def test_pretrained_bench_adds_the_cached_fine_tuning_to_a_run_that_read_it():
-    from privloc import bench_pretrained
+    from privloc.tools import bench_pretrained
 
     tunings = [{"corpus": "echr", "key": "k", "epochs": 4, "steps": 220, "train_seconds": 1500.0,
                 "wall_seconds": 1800.0, "em_assoc": 0.95}]

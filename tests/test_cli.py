@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import refused, write_tiny_corpus
 
-from privloc import cli
+from privloc.command import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,8 +88,8 @@ def test_train_audit_localize_mitigate_and_audit_the_copy(tmp_path):
 
 def no_pii_in(folder, corpus):
     """Assert that no file of `folder` holds a PII value of the dataset `corpus`; the number of values checked."""
-    from privloc.data import read_jsonl
-    from privloc.redact import pii_strings
+    from privloc.command.redact import pii_strings
+    from privloc.corpora.data import read_jsonl
 
     values = pii_strings([*read_jsonl(corpus / "train.jsonl"), *read_jsonl(corpus / "valid.jsonl")])
     for file in folder.iterdir():
@@ -167,12 +167,12 @@ def test_the_console_script_refuses_in_one_line_and_helps(folders, tmp_path):
         text = ok(privloc(command, "--help", cwd=tmp_path)).stdout
         assert "--device" in text and "--seed" in text and "--overwrite" in text, command
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"privloc": "privloc.cli:main"}
+    assert scripts == {"privloc": "privloc.command.cli:main"}
 
 
 def test_the_pipeline_says_how_to_allow_an_hf_download(monkeypatch, tmp_path):
-    from privloc import pipeline
-    from privloc.data import DataError
+    from privloc.corpora.data import DataError
+    from privloc.study import pipeline
 
     monkeypatch.setenv("PRIVLOC_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DataError, match="HF_DATASETS_OFFLINE=0") as error:
@@ -187,7 +187,7 @@ def test_every_family_is_audited_localised_and_mitigated(family, folders, tmp_pa
     import transformers
 
     from privloc.config import ModelConfig
-    from privloc.model import build_model
+    from privloc.method.model import build_model
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import refused
 
-from privloc import cli, outputs
-from privloc.redact import pii_strings, redact, redact_known
+from privloc.command import cli, outputs
+from privloc.command.redact import pii_strings, redact, redact_known
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_a_kill_after_the_atomic_swap_leaves_the_new_output_and_the_next_run_cle
 
 
 def test_an_interrupted_run_keeps_the_old_output_and_cleans_up(work, capsys, monkeypatch):
-    from privloc import own
+    from privloc.command import own
 
     assert run(monkeypatch, work, *AUDIT, "--out", "report") == 0
     before = (work / "report" / "report.json").read_text()
@@ -222,7 +222,7 @@ def test_silent_surprises_are_said(work, capsys, monkeypatch):
 
 
 def test_the_built_in_name_is_said_when_a_folder_shadows_it(work, capsys, monkeypatch):
-    from privloc import own
+    from privloc.command import own
 
     (work / "enron").mkdir()
     monkeypatch.chdir(work)
@@ -242,7 +242,7 @@ def test_redaction_keeps_the_shape_only():
 def test_the_encoding_finds_the_same_tokens_as_a_full_scan(folders):
     from transformers import AutoTokenizer
 
-    from privloc.tokenizer import encode_records
+    from privloc.method.tokenizer import encode_records
 
     tokenizer = AutoTokenizer.from_pretrained(str(folders / "model"))
     records = [json.loads(line) for line in (folders / "corpus" / "train.jsonl").read_text().splitlines()]
@@ -259,7 +259,7 @@ def test_the_encoding_finds_the_same_tokens_as_a_full_scan(folders):
 
 
 def test_a_mitigated_copy_names_no_local_path(folders):
-    from privloc.redact import public_report, source_label
+    from privloc.command.redact import public_report, source_label
 
     assert source_label(str(Path("/home/someone/data/clients"))) == "clients" and source_label("echr") == "echr"
     report = {"model": "/home/someone/model", "model_fingerprint": "ab", "data": "/home/someone/data",

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from privloc.analysis import offdiag_mean
-from privloc.compare import matched_top_k
-from privloc.data import scrub
-from privloc.masking import NeuronMasker
+from privloc.corpora.data import scrub
+from privloc.method.masking import NeuronMasker
+from privloc.study.analysis import offdiag_mean
+from privloc.study.compare import matched_top_k
 
 
 def tiny_masker():
@@ -44,7 +44,7 @@ def test_offdiag_mean():
 
 
 def test_penalty_weights_per_neuron_and_per_cell():
-    from privloc.localize import _penalty_weights
+    from privloc.method.localize import _penalty_weights
 
     masker = tiny_masker()  # 2 layers x (attn.o 8 units, mlp.in 32 units)
     neuron = _penalty_weights(masker, "neuron")
@@ -57,8 +57,8 @@ def test_penalty_weights_per_neuron_and_per_cell():
 
 
 def test_effect_by_part_switches_off_one_part_at_a_time(tmp_path, monkeypatch):
-    from privloc import pipeline
-    from privloc.compare import effect_by_part
+    from privloc.study import pipeline
+    from privloc.study.compare import effect_by_part
 
     monkeypatch.setenv("PRIVLOC_CACHE", str(tmp_path))
     v = pipeline.victim("echr", "smoke", progress=False)

@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from privloc.data import (
+from privloc.corpora.data import (
     CATEGORIES,
     DATASETS,
     KINDS,
@@ -17,8 +17,8 @@ from privloc.data import (
     validate_record,
     write_jsonl,
 )
-from privloc.sources import load_split
-from privloc.synthetic import generate, sample_values
+from privloc.corpora.sources import load_split
+from privloc.corpora.synthetic import generate, sample_values
 
 SMALL = {"n_subjects": 6, "docs_per_subject": 4, "n_oneoff_docs": 5}
 PHONE_FORMAT = re.compile(r"[1-9]\d\d-[1-9]\d\d-\d{4}")

@@ -16,12 +16,12 @@ from family_models import (
     zero_rows,
 )
 
-from privloc import families
-from privloc.attacks import lens_logits
 from privloc.config import ModelConfig
-from privloc.masking import COMPONENTS, NeuronMasker
-from privloc.mitigate import deactivate
-from privloc.model import build_model, load_model
+from privloc.method import families
+from privloc.method.attacks import lens_logits
+from privloc.method.masking import COMPONENTS, NeuronMasker
+from privloc.method.mitigate import deactivate
+from privloc.method.model import build_model, load_model
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -209,9 +209,9 @@ def test_a_dispatched_model_with_disk_offload_takes_the_gates(models, ids, tmp_p
 
 @pytest.fixture(scope="module")
 def facts_setup():
-    from privloc.injection import fresh_facts
-    from privloc.synthetic import generate
-    from privloc.tokenizer import encode_records, train_tokenizer
+    from privloc.corpora.synthetic import generate
+    from privloc.method.tokenizer import encode_records, train_tokenizer
+    from privloc.study.injection import fresh_facts
 
     train = generate("echr", "train", seed=1, n_subjects=2, docs_per_subject=2, n_oneoff_docs=2)
     tokenizer = train_tokenizer([r["text"] for r in train], vocab_size=300)
@@ -221,7 +221,7 @@ def facts_setup():
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_injection_changes_only_the_chosen_units_weights(facts_setup, name):
-    from privloc.injection import choose_neurons, inject
+    from privloc.study.injection import choose_neurons, inject
 
     tokenizer, enc_keep, facts = facts_setup
     cfg = ModelConfig(n_layer=2, n_embd=32, n_head=4, n_positions=160, architecture=name)
@@ -259,7 +259,7 @@ def test_injection_changes_only_the_chosen_units_weights(facts_setup, name):
 def test_the_baselines_score_every_unit_of_every_family(models, name):
     from helpers import tiny_corpus
 
-    from privloc.baselines import activation_contrast_scores, integrated_gradients_scores
+    from privloc.method.baselines import activation_contrast_scores, integrated_gradients_scores
 
     model, enc = models[name], tiny_corpus()
     masker = NeuronMasker(model)

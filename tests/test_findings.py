@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from privloc import findings, ground_truth, objectives
-from privloc.analysis import layer_summary
+from privloc.study import findings, ground_truth, objectives
+from privloc.study.analysis import layer_summary
 
 
 def test_data_prep_counts_documents_tokens_and_assoc_occurrences():

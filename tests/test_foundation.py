@@ -8,8 +8,8 @@ import torch
 
 from privloc import artifacts
 from privloc.config import ModelConfig, TrainConfig, get_profile
-from privloc.model import build_model, load_model, train_victim
-from privloc.tokenizer import encode_records, load_tokenizer, train_tokenizer
+from privloc.method.model import build_model, load_model, train_victim
+from privloc.method.tokenizer import encode_records, load_tokenizer, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["Dear Ann Lee, call me at 713-555-0142 tomorrow.", "Ann Lee lives at 42 Oak Street, Springfield."] * 20
@@ -94,7 +94,7 @@ def test_cached_dir_is_atomic(tmp_path):
 
 
 def test_tiny_model_memorises_a_repeated_secret(tokenizer):
-    from privloc.metrics import leakage
+    from privloc.method.metrics import leakage
 
     text = "Dear Ann Lee, call me at 713-555-0142 tomorrow."
     record = {"text": text, "spans": [{"start": 5, "end": 12, "category": "PERSON", "subject": "s1"},
@@ -127,9 +127,9 @@ def test_pretrained_round_trip(tokenizer, tmp_path):
 
 
 def test_pipeline_accepts_a_jsonl_folder_and_refuses_unknown_names(tmp_path, monkeypatch):
-    from privloc import pipeline
-    from privloc.data import DataError, write_jsonl
-    from privloc.synthetic import generate
+    from privloc.corpora.data import DataError, write_jsonl
+    from privloc.corpora.synthetic import generate
+    from privloc.study import pipeline
 
     monkeypatch.setenv("PRIVLOC_CACHE", str(tmp_path / "cache"))
     folder = tmp_path / "my_corpus"
@@ -146,7 +146,7 @@ def test_pipeline_accepts_a_jsonl_folder_and_refuses_unknown_names(tmp_path, mon
 
 
 def test_length_grouped_batches_cover_each_epoch_and_cut_padding():
-    from privloc.model import length_grouped_batches
+    from privloc.method.model import length_grouped_batches
 
     lengths = torch.randint(20, 200, (100,), generator=torch.Generator().manual_seed(1))
     batches = length_grouped_batches(lengths, 8, torch.Generator().manual_seed(0), group=4)
@@ -163,7 +163,7 @@ def test_length_grouped_batches_cover_each_epoch_and_cut_padding():
 
 
 def test_victims_trained_side_by_side_equal_those_trained_here(tmp_path, monkeypatch):
-    from privloc import pipeline
+    from privloc.study import pipeline
 
     monkeypatch.setenv("PRIVLOC_CACHE", str(tmp_path / "parallel"))
     pipeline.prepare_victims(["echr"], "smoke", scrubbed=["echr"], workers=2, progress=False)

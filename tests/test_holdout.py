@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from privloc.holdout import holdout_rows, row_subjects
-from privloc.tokenizer import Encoded, SpanInfo
+from privloc.method.tokenizer import Encoded, SpanInfo
+from privloc.study.holdout import holdout_rows, row_subjects
 
 
 def _corpus(docs_per_subject=(4, 3, 1), oneoff=2):

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 import nbformat
 
-from privloc.html import export, remote_references
+from privloc.tools.html import export, remote_references
 
 
 class Sources(HTMLParser):

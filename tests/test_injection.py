@@ -3,11 +3,11 @@ import pytest
 import torch
 import transformers
 
-from privloc.injection import choose_neurons, fresh_facts, inject, random_recall, recall_at_k
-from privloc.masking import COMPONENTS, NeuronMasker
-from privloc.metrics import leakage
-from privloc.model import lm_loss, trim
-from privloc.tokenizer import encode_records, train_tokenizer
+from privloc.method.masking import COMPONENTS, NeuronMasker
+from privloc.method.metrics import leakage
+from privloc.method.model import lm_loss, trim
+from privloc.method.tokenizer import encode_records, train_tokenizer
+from privloc.study.injection import choose_neurons, fresh_facts, inject, random_recall, recall_at_k
 
 SEED = 1  # a corpus whose tokens cover every token of the new facts (checked below)
 MAX_LEN = 160
@@ -24,7 +24,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def setup():
-    from privloc.synthetic import generate
+    from privloc.corpora.synthetic import generate
 
     train = generate("echr", "train", seed=SEED, n_subjects=4, docs_per_subject=3, n_oneoff_docs=4)
     tokenizer = train_tokenizer([r["text"] for r in train], vocab_size=400)

@@ -8,11 +8,11 @@ import pytest
 import torch
 from helpers import tiny_model
 
-from privloc.baselines import pii_log_likelihood
 from privloc.config import LocalizeConfig, TrainConfig
-from privloc.localize import localize, pii_loss
-from privloc.mitigate import masked
-from privloc.model import train_victim
+from privloc.method.baselines import pii_log_likelihood
+from privloc.method.localize import localize, pii_loss
+from privloc.method.mitigate import masked
+from privloc.method.model import train_victim
 
 BASE = LocalizeConfig(steps=60, batch_size=4, lambda_keep=1.0, first_token=False)
 

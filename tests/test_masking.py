@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import logits, tiny_model
 
-from privloc.masking import COMPONENTS, HardConcrete, NeuronMasker
+from privloc.method.masking import COMPONENTS, HardConcrete, NeuronMasker
 
 
 def no_hooks(model):

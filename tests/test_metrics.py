@@ -6,17 +6,17 @@ import torch
 import transformers
 from torch import nn
 
-from privloc.candidates import affixes as _affixes
-from privloc.candidates import exposure_from_rank
-from privloc.data import CATEGORIES, KINDS
-from privloc.metrics import (
+from privloc.corpora.data import CATEGORIES, KINDS
+from privloc.method.candidates import affixes as _affixes
+from privloc.method.candidates import exposure_from_rank
+from privloc.method.metrics import (
     evaluate,
     leakage,
     perplexity,
     score_tokens,
     span_exact_match,
 )
-from privloc.tokenizer import Encoded, SpanInfo, encode_records, train_tokenizer
+from privloc.method.tokenizer import Encoded, SpanInfo, encode_records, train_tokenizer
 
 
 def tiny_gpt2(vocab_size=40, n_positions=32, seed=0):
@@ -184,7 +184,7 @@ def test_candidates_carry_the_text_around_the_span_tokens(corpus):
 
 
 def test_next_token_logits_projects_only_the_asked_positions():
-    from privloc.model import next_token_logits
+    from privloc.method.model import next_token_logits
 
     model = tiny_gpt2().eval()
     ids = torch.randint(1, 40, (3, 12), generator=torch.Generator().manual_seed(0))

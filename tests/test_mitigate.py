@@ -4,8 +4,8 @@ import torch
 import transformers
 from helpers import logits
 
-from privloc.masking import COMPONENTS, NeuronMasker
-from privloc.mitigate import deactivate, masked
+from privloc.method.masking import COMPONENTS, NeuronMasker
+from privloc.method.mitigate import deactivate, masked
 
 
 def spread_ids(masker, per_cell=2, seed=0):

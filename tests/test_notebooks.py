@@ -31,7 +31,7 @@ def test_notebook_runs_in_smoke_profile(notebook, smoke_dirs):
         parameters={"profile": "smoke", "figures_dir": str(figures)}, progress_bar=False,
     )
     # `make html` exports the executed copy; the page must load nothing from the network (tests/test_html.py).
-    from privloc.html import export, remote_references
+    from privloc.tools.html import export, remote_references
 
     (page,) = export([smoke_dirs / notebook.name], smoke_dirs / "html")
     assert not remote_references(page.read_text(encoding="utf-8"))

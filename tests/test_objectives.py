@@ -3,7 +3,7 @@
 import pandas as pd
 
 from privloc.config import LocalizeConfig, get_profile
-from privloc.objectives import VARIANTS, choose, tuning_variants, variant_of
+from privloc.study.objectives import VARIANTS, choose, tuning_variants, variant_of
 
 
 def rows(dataset, **variants):

@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import torch
 
-from privloc import pipeline
 from privloc.config import ModelConfig, get_profile
-from privloc.model import build_model
-from privloc.synthetic import generate
-from privloc.tokenizer import train_tokenizer
+from privloc.corpora.synthetic import generate
+from privloc.method.model import build_model
+from privloc.method.tokenizer import train_tokenizer
+from privloc.study import pipeline
 
 
 def test_paper_profile_path_with_a_local_pretrained_model(tmp_path, monkeypatch):

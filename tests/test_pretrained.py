@@ -1,4 +1,4 @@
-"""The built-in pretrained model (privloc.pretrained): its conversion, its family and gates, fine-tuning it."""
+"""The built-in pretrained model (privloc.method.pretrained): its conversion, its family and gates, fine-tuning it."""
 
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -9,10 +9,11 @@ import transformers
 from family_models import tiny_family_model
 from helpers import tiny_corpus, write_tiny_corpus
 
-from privloc import artifacts, families, pretrained
+from privloc import artifacts
 from privloc.config import PRETRAINED, DataConfig, TrainConfig, get_profile
-from privloc.masking import NeuronMasker
-from privloc.model import load_model, train_victim
+from privloc.method import families, pretrained
+from privloc.method.masking import NeuronMasker
+from privloc.method.model import load_model, train_victim
 
 NAME = "smollm2-135m"
 
@@ -31,7 +32,7 @@ def model(converted):
 
 @pytest.fixture(scope="module")
 def tokenizer(converted):
-    from privloc.pipeline import pretrained_tokenizer
+    from privloc.study.pipeline import pretrained_tokenizer
 
     return pretrained_tokenizer(NAME)
 
@@ -144,7 +145,7 @@ def test_bad_autocast_precisions_are_refused():
 def test_two_autocast_steps_of_the_pipeline(tmp_path, monkeypatch, converted):
     # The real model through pipeline.victim: its tokenizer encodes the corpus, two bf16 steps train it, and
     # the history scores the training and the validation casts.
-    from privloc import pipeline
+    from privloc.study import pipeline
 
     monkeypatch.setenv("PRIVLOC_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(pretrained, "folder", lambda name, root=None: converted)  # not another conversion

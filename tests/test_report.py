@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from privloc.report import MAX_SHOWN, readable, save_table
+from privloc.study.report import MAX_SHOWN, readable, save_table
 
 
 def frame() -> pd.DataFrame:
@@ -36,7 +36,7 @@ def test_save_table_refuses_a_table_too_wide_to_read(tmp_path):
 
 
 def test_a_published_notebook_keeps_results_and_drops_progress_and_paths(tmp_path):
-    from privloc.publish import publish
+    from privloc.tools.publish import publish
 
     executed = {"cells": [{"cell_type": "code", "metadata": {"papermill": {"duration": 1.0}, "tags": ["x"]},
                            "source": "x", "outputs": [

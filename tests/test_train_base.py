@@ -6,9 +6,9 @@ import json
 import torch
 import transformers
 
-from privloc import cli, own
+from privloc.command import cli, own
 from privloc.config import ModelConfig
-from privloc.model import build_model, keep_blocks, load_model
+from privloc.method.model import build_model, keep_blocks, load_model
 
 
 def test_train_fine_tunes_a_pretrained_folder(folders, tmp_path, monkeypatch, capsys):
@@ -30,7 +30,7 @@ def test_train_fine_tunes_a_pretrained_folder(folders, tmp_path, monkeypatch, ca
 def test_epochs_set_the_steps_of_a_fine_tuning(folders):
     from argparse import Namespace
 
-    from privloc.commands import _train_config
+    from privloc.command.commands import _train_config
 
     args = Namespace(base="x", steps=None, epochs=3, batch_size=None, lr=None, seed=0)
     assert _train_config(args, n_docs=20).steps == 3 * 3  # ceil(20 / 8) steps an epoch
@@ -39,7 +39,7 @@ def test_epochs_set_the_steps_of_a_fine_tuning(folders):
 
 
 def test_a_built_in_name_is_a_model_folder():
-    from privloc import pretrained
+    from privloc.method import pretrained
 
     assert own.model_folder("smollm2-135m") == str(pretrained.folder("smollm2-135m"))
 
