@@ -184,3 +184,15 @@ def test_autocast_training_keeps_fp32_weights(tiny_llama):
 @pytest.fixture
 def tiny_llama():
     return tiny_family_model("llama"), tiny_corpus()
+
+
+def test_findings_say_when_a_control_broke_the_model():
+    import pandas as pd
+
+    from privloc.study.pretrained_study import _broken
+
+    table = pd.DataFrame({"method": ["original", "privloc", "random", "activation"],
+                          "ppl_change_pct": [0.0, 11.8, 7.8e4, 35.0]})
+    sentence = _broken(table, ["random", "activation"])
+    assert "random" in sentence and "activation" not in sentence
+    assert _broken(table, ["activation"]) == ""

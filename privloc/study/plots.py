@@ -145,12 +145,17 @@ def sensitivity_curves(curve: pd.DataFrame, baseline: dict):
     """Fig. 5: greedy exact match, leak_any (where attacked), perplexity against k, and the trade-off."""
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for i, (method, frame) in enumerate(curve.groupby("method", sort=False)):
-        kw = {**style(i), "markersize": 5, "label": method}
+        kw = {**method_style(method, i), "markersize": 5, "label": method}
         axes[0].plot(frame["share_pct"], frame["em_assoc"], **kw)
         attacked = frame.dropna(subset=["leak_any"]) if "leak_any" in frame else frame.iloc[:0]
         axes[1].plot(attacked["share_pct"], attacked["leak_any"], **kw)
         axes[2].plot(frame["share_pct"], frame["ppl_nonpii"], **kw)
-        axes[3].plot(frame["ppl_nonpii"], frame["em_assoc"], **kw)
+        # Perplexity need not grow with k (switching a few units off can lower it), so a line through the budgets
+        # in k order would double back: each budget is a point, labelled with its share.
+        axes[3].scatter(frame["ppl_nonpii"], frame["em_assoc"], color=kw["color"], marker=kw["marker"], s=22)
+        for _, r in frame.iloc[[0, -1]].iterrows():
+            axes[3].annotate(f"{r['share_pct']:g}%", (r["ppl_nonpii"], r["em_assoc"]), fontsize=7,
+                             xytext=(3, 3), textcoords="offset points", color=kw["color"])
     for ax in axes[:3]:
         ax.set_xscale("log")
         ax.set_xlabel("neurons switched off (% of gated units, log scale)")
@@ -167,17 +172,20 @@ def sensitivity_curves(curve: pd.DataFrame, baseline: dict):
     axes[2].set_yscale("log")
     axes[3].set_xscale("log")
     # A log axis over less than a decade has no major tick to label, and its minor-tick labels crowd into
-    # each other: a few evenly chosen, plainly written ticks read better.
-    for axis in (axes[2].yaxis, axes[3].xaxis):
-        axis.set_major_locator(MaxNLocator(nbins=5))
-        axis.set_major_formatter(ScalarFormatter())
-        axis.set_minor_formatter(NullFormatter())
+    # each other: a few evenly chosen, plainly written ticks read better. Over several decades (a control that
+    # breaks the model) the log axis's own powers of ten do.
+    ppl = pd.concat([curve["ppl_nonpii"], pd.Series([baseline["ppl_nonpii"]])])
+    if ppl.max() / ppl.min() < 10:
+        for axis in (axes[2].yaxis, axes[3].xaxis):
+            axis.set_major_locator(MaxNLocator(nbins=5))
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(NullFormatter())
     axes[0].set_ylabel("greedy exact match (fraction)")
     axes[1].set_ylabel("leak_any: found by some attack (fraction)")
     axes[2].set_ylabel("non-PII validation perplexity (log scale)")
     axes[3].set_xlabel("non-PII validation perplexity (log scale)")
     axes[3].set_ylabel("greedy exact match (fraction)")
-    axes[3].set_title("privacy–utility (lower left is better)", fontsize=9)
+    axes[3].set_title("privacy–utility, one point per budget (lower left is better)", fontsize=9)
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)

@@ -101,6 +101,15 @@ def table1_columns(table: pd.DataFrame) -> pd.DataFrame:
     return table[columns]
 
 
+def _broken(mitigation: pd.DataFrame, methods: list[str]) -> str:
+    """A sentence naming the methods whose perplexity more than doubled: their leakage is a broken model's."""
+    broken = [m for m in methods if _row(mitigation, m)["ppl_change_pct"] > 100]
+    if not broken:
+        return ""
+    return (f" At this budget {', '.join(broken)} more than double the non-PII perplexity: such a model no longer "
+            "models language, so its low leakage says nothing about removal.")
+
+
 def _row(table: pd.DataFrame, method: str) -> pd.Series:
     return table.set_index("method").loc[method]
 
@@ -136,7 +145,8 @@ def findings(name: str, memo: pd.DataFrame, mitigation: pd.DataFrame, shares: pd
         f"{original['leak_any']:.3f} → {ours['leak_any']:.3f}** at {ours['ppl_change_pct']:+.1f}% non-PII "
         "perplexity. The same budget elsewhere: "
         + "; ".join(f"{m} `leak_any` {_row(mitigation, m)['leak_any']:.3f}, greedy {_row(mitigation, m)['leak_greedy']:.3f} "
-                    f"({_row(mitigation, m)['ppl_change_pct']:+.1f}%)" for m in others) + ".")
+                    f"({_row(mitigation, m)['ppl_change_pct']:+.1f}%)" for m in others) + "."
+        + _broken(mitigation, others))
     ours_curve = sensitivity[sensitivity["method"] == "privloc"]
     lines.append("- **How many units it takes**: with our top units off, greedy exact match / `leak_any` / "
                  "perplexity change: " + ", ".join(
