@@ -154,7 +154,7 @@ def sensitivity_curves(curve: pd.DataFrame, baseline: dict):
         # in k order would double back: each budget is a point, labelled with its share.
         axes[3].scatter(frame["ppl_nonpii"], frame["em_assoc"], color=kw["color"], marker=kw["marker"], s=22)
         for _, r in frame.iloc[[0, -1]].iterrows():
-            axes[3].annotate(f"{r['share_pct']:g}%", (r["ppl_nonpii"], r["em_assoc"]), fontsize=7,
+            axes[3].annotate(f"{r['share_pct']:.2g}%", (r["ppl_nonpii"], r["em_assoc"]), fontsize=7,
                              xytext=(3, 3), textcoords="offset points", color=kw["color"])
     for ax in axes[:3]:
         ax.set_xscale("log")
