@@ -205,3 +205,14 @@ def test_every_family_is_audited_localised_and_mitigated(family, folders, tmp_pa
     assert cli.main(["mitigate", "--model", "model", "--mask", "mask", "--spans", "10", "--out", "copy", *common]) == 0
     copy = transformers.AutoModelForCausalLM.from_pretrained("copy")
     assert copy.config.model_type == model.config.model_type
+
+
+def test_the_pretrained_profile_sizes_the_audit_for_a_large_model():
+    from privloc.command.commands import _attack_config
+    from privloc.config import PRETRAINED
+
+    args = cli.build_parser().parse_args(["audit", "--model", "m", "--data", "echr", "--out", "o",
+                                          "--profile", "pretrained"])
+    cfg = _attack_config(args)
+    assert cfg.autocast == "bfloat16" and cfg.pass_spans == PRETRAINED.attack.pass_spans
+    assert cfg.search_spans < (cfg.pass_spans or 10**9)

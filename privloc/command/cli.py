@@ -73,8 +73,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-download", action="store_true",
                         help="allow downloads from the Hugging Face hub (hf: datasets, hub model names); "
                              "off by default, whatever HF_HUB_OFFLINE says")
-    parser.add_argument("--profile", default="default", choices=("smoke", "default", "paper"),
-                        help="for a built-in corpus: the profile whose corpus (and attack sizes) to use")
+    parser.add_argument("--profile", default="default", choices=("smoke", "default", "pretrained", "paper"),
+                        help="the profile whose corpus (for a built-in one) and attack sizes to use; 'pretrained' "
+                             "attacks in bf16 on fewer spans, sized for a ~100M-parameter model on a CPU")
 
 
 def _model_and_data(parser: argparse.ArgumentParser) -> None:
