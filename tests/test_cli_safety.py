@@ -265,3 +265,24 @@ def test_a_mitigated_copy_names_no_local_path(folders):
     report = {"model": "/home/someone/model", "model_fingerprint": "ab", "data": "/home/someone/data",
               "examples": [{"true_pii": "x"}], "leakage": {"any": 1.0}}
     assert public_report(report) == {"data": "data", "leakage": {"any": 1.0}}
+
+
+def test_a_folder_swapped_in_during_the_run_is_not_replaced(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with outputs.claim("out", False, "audit"):
+        pass
+    with pytest.raises(FileExistsError, match="privloc did not write"):
+        with outputs.claim("out", True, "audit"):
+            shutil.rmtree("out")
+            (tmp_path / "out").mkdir()
+            (tmp_path / "out" / "theirs.txt").write_text("a user's file")
+    assert (tmp_path / "out" / "theirs.txt").read_text() == "a user's file"
+
+
+def test_leftovers_of_another_output_are_not_taken_for_this_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    other = tmp_path / ".abc.privloc-partial-1"
+    other.mkdir()
+    with outputs.claim("a*", False, "audit"):
+        pass
+    assert other.exists()

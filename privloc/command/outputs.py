@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import glob
 import json
 import os
 import shutil
@@ -104,7 +105,8 @@ class Claim:
 
     def _clean_leftovers(self) -> None:
         """Remove what killed runs left beside the folder (we hold the lock, so none of it is live)."""
-        leftovers = sorted(self.out.parent.glob(f".{self.out.name}.privloc-*"))
+        # The name is escaped: an --out such as "run[1]" or "a*" must not match other folders' leftovers.
+        leftovers = sorted(self.out.parent.glob(f"{glob.escape('.' + self.out.name)}.privloc-*"))
         olds = [p for p in leftovers if ".privloc-old-" in p.name]
         if not self.out.exists() and olds:
             # Killed between moving the old output aside and moving the new one in: put the old one back.
@@ -136,6 +138,9 @@ class Claim:
             for name in files:
                 os.chmod(os.path.join(root, name), 0o666 & ~UMASK)
         os.chmod(self.staging, 0o777 & ~UMASK)
+        if self.out.exists() and not written_by_privloc(self.out):
+            # Checked when --out was claimed, and again here: the folder may have been replaced during the run.
+            raise FileExistsError(errno.EEXIST, "was replaced by a folder privloc did not write", str(self.out))
         if self.out.exists():
             if _renameat2(self.staging, self.out, _RENAME_EXCHANGE):
                 # One atomic step: the new output is in place and the old one sits at the staging name.
