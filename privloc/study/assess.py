@@ -73,8 +73,7 @@ def attack(v: Victim, neuron_ids=None, components=None, profile: str | Profile =
             result = attack_suite(target, corpus, candidate_sets(v, cfg), cfg, rows=doc_rows,
                                   beam_widths=core_widths)
         artifacts.write_json(folder / "attacks.json", {
-            "seconds": result.seconds, "parts": result.parts, "victim": v.path.name, "label": label, "split": split,
-            "n_spans": len(result.per_span),
+            "seconds": result.seconds, "parts": result.parts, "victim": v.path.name,
             "per_span": result.per_span.reset_index().to_dict(orient="list")})
 
     path = artifacts.cached_dir(f"attacks/{v.corpus.name}", artifacts.config_key(*state, core_widths), build)

@@ -52,13 +52,12 @@ def fine_tunings(root: Path) -> list[dict]:
 
 
 def suite_runs(root: Path, victim_keys: set[str]) -> list[dict]:
-    """Every cached attack-suite run on one of `victim_keys`: seconds, spans and each attack's seconds."""
+    """Every cached attack-suite run on one of `victim_keys`: its seconds and each attack's seconds."""
     runs = []
     for record in sorted((root / "attacks").glob("*/*/attacks.json")):
         info = read_json(record)
         if info.get("victim") in victim_keys:
-            runs.append({"seconds": info["seconds"], "parts": info.get("parts", {}), "label": info.get("label", ""),
-                         "split": info.get("split", "train"), "n_spans": info.get("n_spans")})
+            runs.append({"seconds": info["seconds"], "parts": info.get("parts", {})})
     return runs
 
 
