@@ -1,3 +1,4 @@
+import json
 import re
 import shutil
 
@@ -5,7 +6,7 @@ import nbformat
 import pytest
 import torch
 
-from privloc.tools import bench
+from privloc.tools import bench, bench_notebooks
 from privloc.tools.check import compare_tables, main
 
 TABLE = "dataset,method,n_neurons,em_assoc,train_seconds\nechr,original,0,0.9,12.5\nechr,privloc,42,0.25,13.0\n"
@@ -78,12 +79,15 @@ def measured():
     return ratio, table
 
 
-def fake_build(folder, durations):
+def fake_build(folder, runs, start=1_000_000.0, gap=5.0, cached_first=0):
+    """Executed notebooks with the records privloc.tools.peak writes: `runs` maps a name to its seconds."""
     folder.mkdir()
-    for name, seconds in durations.items():
-        nb = nbformat.v4.new_notebook()
-        nb.metadata["papermill"] = {"duration": seconds}
-        nbformat.write(nb, folder / f"{name}.ipynb")
+    for i, (name, seconds) in enumerate(runs.items()):
+        nbformat.write(nbformat.v4.new_notebook(), folder / f"{name}.ipynb")
+        record = {"peak_mib": 100.0 + i, "started": start, "seconds": seconds,
+                  "cached_entries_before": cached_first if i == 0 else 3}
+        (folder / f"{name}.peak.json").write_text(json.dumps(record))
+        start += seconds + gap
     return folder
 
 
@@ -92,44 +96,54 @@ def test_report_states_the_two_headline_lines(tmp_path, measured):
     assert ratio["ratio"] > 0 and ratio["train_ms"] > 0
     assert list(table.columns) == ["layers", "width", "neurons", "ms_per_step", "us_per_neuron_step"]
     assert table.neurons[0] == 9 * 16  # q, k, v, o and mlp.out: d each; mlp.in: 4d
-    build = fake_build(tmp_path / "build", {"01_a": 12.0, "02_b": 18.0, ".partial-03_c": 99.0})
-    notebooks = bench.notebook_durations(build)
-    assert list(notebooks) == ["01_a", "02_b"]
-    text = bench.render(bench.machine(), ratio, notebooks, ["01_a", "02_b"], None, None, table)
+    text = bench.render(bench.machine(), ratio, None, table)
     assert re.search(r"^localization_step_over_train_step = \d+\.\d\d$", text, re.M)
-    assert re.search(r"^make_figures_minutes = 0\.5$", text, re.M)
     assert "| 1 | 16 | 144 |" in text
 
 
+def test_make_figures_minutes_is_the_wall_time_of_one_run_and_says_whether_it_was_clean(tmp_path):
+    stems = ["01_a", "02_b"]
+    build = fake_build(tmp_path / "clean", {"01_a": 12.0, "02_b": 43.0, "07_c": 60.0})
+    runs = bench_notebooks.records(build, [*stems, "07_c", "08_d"])
+    assert list(runs) == ["01_a", "02_b", "07_c"]
+    text = "\n".join(bench_notebooks.render(runs, stems, {"07_c": "c", "08_d": "d"}, "b", None))
+    assert re.search(r"^make_figures_minutes = 1\.0$", text, re.M)  # 12 s + 5 s gap + 43 s
+    assert "from a clean state" in text and "| `make c` | 07_c | 1.0 | 102 |" in text and "| 08_d | not run |" in text
+    warm = bench_notebooks.records(fake_build(tmp_path / "warm", {"01_a": 12.0, "02_b": 43.0}, cached_first=4), stems)
+    text = "\n".join(bench_notebooks.render(warm, stems, {}, "b", None))
+    assert re.search(r"^make_figures_minutes = 1\.0 \(not from a clean state\)$", text, re.M)
+    # A notebook re-executed long after the others: no total.
+    apart = bench_notebooks.records(fake_build(tmp_path / "apart", {"01_a": 12.0, "02_b": 43.0}, gap=3600), stems)
+    assert re.search(r"^make_figures_minutes = n/a$", "\n".join(bench_notebooks.render(apart, stems, {}, "b", None)),
+                     re.M)
+
+
 def test_report_without_executed_notebooks_says_so(tmp_path):
-    assert bench.notebook_durations(tmp_path / "missing") is None
-    text = bench.render(bench.machine())
-    assert re.search(r"^make_figures_minutes = n/a$", text, re.M) and "No executed notebooks" in text
     # A notebook that never ran would make the total an underestimate.
-    notebooks = bench.notebook_durations(fake_build(tmp_path / "build", {"01_a": 12.0}))
-    assert re.search(r"^make_figures_minutes = n/a$", bench.render(bench.machine(), notebooks=notebooks,
-                                                                    expected=["01_a", "02_b"]), re.M)
+    runs = bench_notebooks.records(fake_build(tmp_path / "build", {"01_a": 12.0}), ["01_a", "02_b"])
+    text = "\n".join(bench_notebooks.render(runs, ["01_a", "02_b"], {}, "build", None))
+    assert re.search(r"^make_figures_minutes = n/a$", text, re.M) and "02_b" in text
 
 
 def test_report_is_written_atomically_where_asked(tmp_path, monkeypatch):
     step_ratio, scaling = bench.step_ratio, bench.scaling
     monkeypatch.setattr(bench, "step_ratio", lambda **kw: step_ratio(TINY, 1, 0, False))
-    monkeypatch.setattr(bench, "noop_make", lambda repo: None)
+    monkeypatch.setattr(bench_notebooks, "noop_make", lambda repo: None)
     monkeypatch.setattr(bench, "peak_memory", lambda steps: {"steps": steps, "before_mib": 1.0, "peak_mib": 2.0})
     monkeypatch.setattr(bench, "scaling", lambda **kw: scaling((1,), (16,), TINY, 1, 0, False))
     out = tmp_path / "figures" / "bench.md"
     text = bench.run(out, quick=True, build_dir=tmp_path / "none", repo=tmp_path)
-    assert out.read_text() == text and "2 MiB" in text
+    assert out.read_text() == text and "2 MiB" in text and "make_figures_minutes = n/a" in text
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_noop_make_is_timed_only_when_up_to_date(tmp_path):
     (tmp_path / "Makefile").write_text("figures: out\nout:\n\ttouch out\n")
-    stale = bench.noop_make(tmp_path)
+    stale = bench_notebooks.noop_make(tmp_path)
     assert stale["up_to_date"] is False and stale["seconds"] is None
     assert not (tmp_path / "out").exists()  # asking must not build
     (tmp_path / "out").touch()
-    fresh = bench.noop_make(tmp_path)
+    fresh = bench_notebooks.noop_make(tmp_path)
     assert fresh["up_to_date"] is True and 0 <= fresh["seconds"] < 5
 
 
@@ -140,7 +154,6 @@ def test_synthetic_corpus_has_targets_under_every_target_rule():
 
 
 def test_peak_records_a_childs_memory_and_the_report_shows_it(tmp_path):
-    import json
     import sys
 
     from privloc.tools import peak
@@ -152,10 +165,11 @@ def test_peak_records_a_childs_memory_and_the_report_shows_it(tmp_path):
     assert peak.main([str(tmp_path / "fail.peak.json"), "--", sys.executable, "-c", "raise SystemExit(3)"]) == 3
     assert not (tmp_path / "fail.peak.json").exists()  # a failed run leaves no number behind
     assert peak.main(["only-one-arg"]) == 2
-    peaks = bench.notebook_peaks(tmp_path / "build")
-    assert list(peaks) == ["01_a"]
-    text = bench.render(bench.machine(), notebooks={"01_a": 12.0}, expected=["01_a"], peaks=peaks)
-    assert f"| 01_a | 12.0 | {peaks['01_a']:.0f} |" in text and "Peak memory of the pipeline" in text
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "build" / "01_a.ipynb")
+    runs = bench_notebooks.records(tmp_path / "build", ["01_a"])
+    assert runs["01_a"]["seconds"] >= 0 and runs["01_a"]["cached_entries_before"] >= 0
+    text = "\n".join(bench_notebooks.render(runs, ["01_a"], {}, "build", None))
+    assert f"| 01_a | 0.0 | {runs['01_a']['peak_mib']:.0f} |" in text
 
 
 def test_peak_adds_up_processes_that_run_side_by_side(tmp_path):

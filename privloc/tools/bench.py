@@ -35,8 +35,9 @@ from privloc.method.localize import localize, pii_loss
 from privloc.method.masking import NeuronMasker
 from privloc.method.model import build_model, lm_loss, next_token_logits
 from privloc.method.tokenizer import Encoded
-from privloc.tools import bench_families, bench_pretrained
+from privloc.tools import bench_families, bench_notebooks, bench_pretrained
 from privloc.tools.bench_attacks import attack_times, render_attack_times
+from privloc.tools.bench_notebooks import SEPARATE
 
 REPO = Path(__file__).resolve().parents[2]
 PII_SHARE = 0.1  # share of next-token targets that are PII in the synthetic batch, roughly as in the corpora
@@ -160,43 +161,6 @@ def scaling(layers=(2, 4, 8), widths=(128, 256), shape: Shape = Shape(), repeats
     return table
 
 
-def notebook_durations(build_dir) -> dict[str, float | None] | None:
-    """Seconds per executed notebook, as papermill recorded them; None when there are none."""
-    # Hidden names are notebooks papermill is still writing.
-    paths = sorted(p for p in Path(build_dir).glob("*.ipynb") if not p.name.startswith("."))
-    if not paths:
-        return None
-    durations = {}
-    for path in paths:
-        meta = json.loads(path.read_text()).get("metadata", {})
-        durations[path.stem] = meta.get("papermill", {}).get("duration")
-    return durations
-
-
-def notebook_peaks(build_dir) -> dict[str, float]:
-    """Peak resident MiB of each notebook's run, as `privloc.tools.peak` recorded it beside the executed copy."""
-    return {p.name.removesuffix(".peak.json"): json.loads(p.read_text())["peak_mib"]
-            for p in sorted(Path(build_dir).glob("*.peak.json"))}
-
-
-def noop_make(repo=REPO, profile: str = "default") -> dict | None:
-    """Seconds of `make figures` when everything is up to date; not run (it would rebuild) otherwise."""
-    # A clean environment: inherited MAKEFLAGS would pass our caller's variables (BUILD, FIGDIR...) along.
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-    cmd = ["make", "--no-print-directory", "-C", str(repo), "figures", f"PROFILE={profile}"]
-    try:
-        start = time.perf_counter()
-        query = subprocess.run([*cmd, "-q"], env=env, capture_output=True)
-        query_seconds = time.perf_counter() - start
-        if query.returncode != 0:
-            return {"up_to_date": False, "query_seconds": query_seconds, "seconds": None}
-        start = time.perf_counter()
-        subprocess.run(cmd, env=env, capture_output=True, check=True)
-    except (FileNotFoundError, subprocess.CalledProcessError):
-        return None
-    return {"up_to_date": True, "query_seconds": query_seconds, "seconds": time.perf_counter() - start}
-
-
 def _peak_rss_mib() -> float:
     """This process's peak resident set size in MiB."""
     # Linux carries ru_maxrss over fork and exec, so a child started by a large parent would report the
@@ -243,16 +207,15 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
-def render(info: dict, ratio: dict | None = None, notebooks: dict | None = None, expected: list[str] | None = None,
-           make: dict | None = None, memory: dict | None = None, table: pd.DataFrame | None = None,
-           quick: bool = False, peaks: dict | None = None, build_dir: str | None = None,
-           attacks: dict | None = None) -> str:
+def render(info: dict, ratio: dict | None = None, memory: dict | None = None, table: pd.DataFrame | None = None,
+           quick: bool = False, attacks: dict | None = None, notebooks: list[str] | None = None) -> str:
     """The Markdown report; a section whose measurement is None says it was not measured."""
     lines = ["# privloc benchmark", "",
              f"- date: {info['date']}{' (quick run: few repeats, rough numbers)' if quick else ''}",
              f"- machine: {info['platform']}, {info['processor']}, {info['cpus']} CPUs, "
              f"{info['torch_threads']} torch threads",
              f"- torch {info['torch']}, Python {info['python']}", ""]
+    lines += notebooks or []
 
     lines += ["## Localisation step vs. training step", ""]
     if ratio is None:
@@ -268,43 +231,6 @@ def render(info: dict, ratio: dict | None = None, notebooks: dict | None = None,
                   f"| localise | {ratio['localize_ms']:.1f} | "
                   f"{ratio['localize_range_ms'][0]:.1f}–{ratio['localize_range_ms'][1]:.1f} |", "",
                   f"localization_step_over_train_step = {ratio['ratio']:.2f}", ""]
-
-    lines += ["## Notebook wall times (`make figures`)", ""]
-    minutes = "n/a"
-    if not notebooks:
-        lines += ["No executed notebooks found (run `make figures` first).", ""]
-    else:
-        peaks = peaks or {}
-        where = f" (executed copies in `{build_dir}`)" if build_dir else ""
-        lines += ["papermill's recorded duration of each executed notebook in the last `make figures`"
-                  f"{where}, and the peak resident memory of its run (papermill, the notebook's kernel and any "
-                  "worker processes it starts, shared library pages counted once). Trained "
-                  "models and masks are cached, so when that run found some of them already built these times "
-                  "understate a run from a clean state (`make clean`).", "",
-                  "| notebook | seconds | peak MiB |", "|---|---|---|"]
-        lines += [f"| {name} | {'?' if sec is None else f'{sec:.1f}'} | "
-                  f"{f'{peaks[name]:.0f}' if name in peaks else '?'} |" for name, sec in notebooks.items()]
-        known = [sec for sec in notebooks.values() if sec is not None]
-        absent = sorted(set(expected or []) - set(notebooks))
-        lines += [f"| **total** | {sum(known):.1f} | |", ""]
-        if peaks:
-            lines += [f"Peak memory of the pipeline (the largest notebook run; they run one at a time): "
-                      f"**{max(peaks.values()):.0f} MiB**.", ""]
-        if absent or len(known) < len(notebooks):
-            # A partial sum would understate the pipeline, so the headline stays n/a.
-            lines += [f"Incomplete: not executed {absent}, "
-                      f"{len(notebooks) - len(known)} without a recorded duration.", ""]
-        else:
-            minutes = f"{sum(known) / 60:.1f}"
-    lines += [f"make_figures_minutes = {minutes}", ""]
-    if make is None:
-        lines += ["The no-op rerun of `make figures` was not measured.", ""]
-    elif not make["up_to_date"]:
-        lines += [f"`make figures` is not up to date, so its no-op rerun was not timed "
-                  f"(`make -q figures` took {make['query_seconds']:.2f} s).", ""]
-    else:
-        lines += [f"A second `make figures` with everything up to date takes {make['seconds']:.2f} s "
-                  f"(target ≤ 5 s).", ""]
 
     lines += render_attack_times(attacks)
 
@@ -342,25 +268,20 @@ def run(out="figures/bench.md", quick: bool = False, build_dir="build/default", 
     per_family = bench_families.family_ratios(step_ratio, Shape(), repeats=3 if quick else 15,
                                               warmup=1 if quick else 3)
     print({name: round(r["ratio"], 2) for name, r in per_family.items()}, flush=True)
-    # The notebooks of `make figures` only: the separate ones are reported on their own.
-    notebooks = {k: v for k, v in (notebook_durations(build_dir) or {}).items()
-                 if k not in bench_families.SEPARATE} or None
-    expected = [p.stem for p in sorted((Path(repo) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-                if p.stem not in bench_families.SEPARATE]
-    print(f"notebooks: {notebooks}", flush=True)
-    make = noop_make(repo)
+    stems = [p.stem for p in sorted((Path(repo) / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+    figures = [stem for stem in stems if stem not in SEPARATE]
+    make = bench_notebooks.noop_make(repo)
     print(f"no-op make figures: {make}", flush=True)
+    notebooks = bench_notebooks.render(bench_notebooks.records(build_dir, stems), figures,
+                                       {stem: SEPARATE[stem] for stem in stems if stem in SEPARATE}, str(build_dir), make)
     memory = peak_memory(steps=3 if quick else 20)
     print(f"peak memory: {memory['peak_mib']:.0f} MiB", flush=True)
     table = scaling(repeats=2 if quick else 5, warmup=1 if quick else 2)
     print(table.to_string(index=False), flush=True)
     attacks = attack_times()
     print(f"attack suite per state: {attacks}", flush=True)
-    peaks = {k: v for k, v in notebook_peaks(build_dir).items() if k not in bench_families.SEPARATE}
-    text = render(info, ratio, notebooks, expected, make, memory, table, quick, peaks,
-                  str(build_dir), attacks)
-    text += "\n" + "\n".join(bench_families.render(per_family, bench_families.separate_durations(build_dir),
-                                                    str(build_dir)))
+    text = render(info, ratio, memory, table, quick, attacks, notebooks)
+    text += "\n" + "\n".join(bench_families.render(per_family))
     text += "\n" + "\n".join(bench_pretrained.report(build_dir))
     atomic_write_text(out, text)
     print(f"wrote {out}", flush=True)

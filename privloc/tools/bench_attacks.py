@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from privloc.artifacts import cache_root, read_json
+from privloc.tools.markdown import table
 
 
 def attack_times(root: Path | None = None) -> dict[str, dict[str, float]] | None:
@@ -39,8 +40,9 @@ def render_attack_times(times: dict | None) -> list[str]:
               "teacher-forced pass; beam search and candidate ranking) on one model state, as recorded when "
               "`make figures` built it (target ≤ 10 s); the budget sweep's beam searches at the other widths "
               "are extra runs.", "",
-              "| corpus | states | median s | max s | sweep beam runs | their median s |", "|---|---|---|---|---|---|"]
-    lines += [f"| {name} | {t['states']} | {t['median_s']:.1f} | {t['max_s']:.1f} | {t['sweep_beams']} | "
-              f"{t['sweep_beam_median_s']:.1f} |" for name, t in times.items()]
+              ]
+    lines += table(["corpus", "states", "median s", "max s", "sweep beam runs", "their median s"],
+                   [[name, t["states"], f"{t['median_s']:.1f}", f"{t['max_s']:.1f}", t["sweep_beams"],
+                     f"{t['sweep_beam_median_s']:.1f}"] for name, t in times.items()])
     worst = max(t["max_s"] for t in times.values())
     return lines + ["", f"attack_suite_seconds_per_state_max = {worst:.1f}", ""]

@@ -5,6 +5,9 @@ of every notebook's kernel (a child of papermill) without touching the notebooks
 processes side by side (notebook 02 trains victims in parallel workers), so the peak is the larger of the
 largest single process (exact, from the kernel) and the largest sum over the whole process tree (sampled
 every 50 ms while the command runs; shared library pages counted once).
+
+The record also keeps when the run started, its wall seconds and how many cached artifacts existed before it, so
+that `make bench` can tell a `make figures` from a clean state (`make clean`) from one that found work done.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import resource
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
 
-from privloc.artifacts import atomic_write_text
+from privloc.artifacts import atomic_write_text, cache_root
 
 
 def children_peak_mib() -> float:
@@ -46,6 +50,12 @@ def _tree_resident_mib(process: psutil.Process) -> float:
         private += info.rss - own_shared
         shared = max(shared, own_shared)
     return (private + shared) / 2**20
+
+
+def cached_entries(root: Path | None = None) -> int:
+    """How many cache folders (artifacts/<kind>/<name>) exist: 0 in a clean state."""
+    root = cache_root() if root is None else root
+    return sum(1 for _ in root.glob("*/*")) if root.is_dir() else 0
 
 
 def run_sampling(command: list[str], interval: float = 0.05) -> tuple[int, float]:
@@ -76,11 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m privloc.tools.peak OUT.json -- COMMAND [ARG ...]", file=sys.stderr)
         return 2
     out, command = Path(argv[0]), argv[2:]
+    before, started = cached_entries(), time.time()
     code, tree_peak = run_sampling(command)
     if code == 0:  # a failed run leaves no record, so a stale number is never mistaken for a new one
         single = children_peak_mib()
         atomic_write_text(out, json.dumps({"peak_mib": round(max(single, tree_peak), 1),
-                                           "single_process_peak_mib": round(single, 1), "command": command}))
+                                           "single_process_peak_mib": round(single, 1), "command": command,
+                                           "started": round(started, 1), "seconds": round(time.time() - started, 1),
+                                           "cached_entries_before": before}))
     return code
 
 
