@@ -12,6 +12,7 @@ import pytest
 from helpers import refused, write_tiny_corpus
 
 from privloc.command import cli
+from privloc.config import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,7 +177,7 @@ def test_the_pipeline_says_how_to_allow_an_hf_download(monkeypatch, tmp_path):
 
     monkeypatch.setenv("PRIVLOC_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DataError, match="HF_DATASETS_OFFLINE=0") as error:
-        pipeline.corpus("hf:privloc-test/no-such-dataset", "smoke")
+        pipeline.corpus("hf:privloc-test/no-such-dataset", get_profile("smoke"))
     assert "OfflineModeIsEnabled" not in str(error.value)
 
 

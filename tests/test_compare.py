@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from privloc.config import get_profile
 from privloc.corpora.data import scrub
 from privloc.method.masking import NeuronMasker
 from privloc.study.analysis import offdiag_mean
@@ -61,7 +62,7 @@ def test_effect_by_part_switches_off_one_part_at_a_time(tmp_path, monkeypatch):
     from privloc.study.compare import effect_by_part
 
     monkeypatch.setenv("PRIVLOC_CACHE", str(tmp_path))
-    v = pipeline.victim("echr", "smoke", progress=False)
+    v = pipeline.victim("echr", get_profile("smoke"), progress=False)
     masker = NeuronMasker(v.model)
     layer0_mlp = [masker.neuron_id(0, "mlp.in", u) for u in range(5)]
     later = [masker.neuron_id(masker.n_layer - 1, "attn.o", u) for u in range(3)]

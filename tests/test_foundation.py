@@ -137,11 +137,11 @@ def test_pipeline_accepts_a_jsonl_folder_and_refuses_unknown_names(tmp_path, mon
                 folder / "train.jsonl")
     write_jsonl(generate("enron", "valid", seed=3, n_subjects=2, docs_per_subject=1, n_oneoff_docs=1),
                 folder / "valid.jsonl")
-    data = pipeline.corpus(str(folder), "smoke")
+    data = pipeline.corpus(str(folder), get_profile("smoke"))
     assert data.name == "my_corpus" and len(data.train) == 7 and len(data.enc_valid) == 3
-    assert pipeline.corpus(str(folder), "smoke").path == data.path  # cached
+    assert pipeline.corpus(str(folder), get_profile("smoke")).path == data.path  # cached
     with pytest.raises(DataError, match="unknown dataset 'enronn'"):
-        pipeline.corpus("enronn", "smoke")
+        pipeline.corpus("enronn", get_profile("smoke"))
     assert not (tmp_path / "cache" / "corpus" / "enronn").exists()
 
 
@@ -166,13 +166,13 @@ def test_victims_trained_side_by_side_equal_those_trained_here(tmp_path, monkeyp
     from privloc.study import pipeline
 
     monkeypatch.setenv("PRIVLOC_CACHE", str(tmp_path / "parallel"))
-    pipeline.prepare_victims(["echr"], "smoke", scrubbed=["echr"], workers=2, progress=False)
+    pipeline.prepare_victims(["echr"], get_profile("smoke"), scrubbed=["echr"], workers=2, progress=False)
     cached = sorted(p.name for p in (tmp_path / "parallel" / "victim").iterdir())
     assert cached == ["echr", "echr-scrubbed"]
-    side_by_side = pipeline.victim("echr", "smoke", progress=False)
+    side_by_side = pipeline.victim("echr", get_profile("smoke"), progress=False)
     monkeypatch.setenv("PRIVLOC_CACHE", str(tmp_path / "here"))
     threads = torch.get_num_threads()
-    here = pipeline.victim("echr", "smoke", progress=False)
+    here = pipeline.victim("echr", get_profile("smoke"), progress=False)
     assert torch.get_num_threads() == threads  # the one-thread training gives the threads back
     a, b = side_by_side.model.state_dict(), here.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -170,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     from privloc.command import commands, own
+    from privloc.config import get_profile
 
+    args.profile = get_profile(args.profile)  # resolved here, once; every command reads the Profile object
     if args.command == "train" and args.width % args.heads:
         return _fail(args.command, f"--width {args.width} is not a multiple of --heads {args.heads}")
     previous = signal.signal(signal.SIGTERM, _interrupt)

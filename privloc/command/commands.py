@@ -12,16 +12,16 @@ from pathlib import Path
 
 from privloc import __version__
 from privloc.command import outputs, own
-from privloc.config import AttackConfig, LocalizeConfig, get_profile
+from privloc.config import AttackConfig, LocalizeConfig, Profile, get_profile
 from privloc.corpora.data import CATEGORIES, DATASETS
 
 # Documents longer than this are cut when the model allows longer ones: attention memory grows with it.
 MAX_LEN = 1024
 
 
-def _max_len(model, source: str, profile: str) -> int:
+def _max_len(model, source: str, profile: Profile) -> int:
     # A built-in corpus is encoded as its victim was trained; a user's data up to the model's context.
-    limit = get_profile(profile).data.max_len if source in DATASETS else MAX_LEN
+    limit = profile.data.max_len if source in DATASETS else MAX_LEN
     # Every known family's config answers max_position_embeddings (GPT-2's maps it onto n_positions).
     return min(model.config.max_position_embeddings, limit)
 
@@ -32,7 +32,7 @@ def _start(args) -> tuple[str, object]:
 
 
 def _attack_config(args) -> AttackConfig:
-    cfg = replace(get_profile(args.profile).attack, seed=args.seed)
+    cfg = replace(args.profile.attack, seed=args.seed)
     if getattr(args, "budget", None):
         cfg = replace(cfg, budget=args.budget)
     if getattr(args, "spans", None):
@@ -96,7 +96,7 @@ def localize(args) -> int:
     categories = _categories(args.categories)
     claim = outputs.claim(args.out or f"mask-{Path(path).name}", args.overwrite, "localize",
                           {"model": path, "data": source})
-    cfg = replace(get_profile(args.profile).localize, seed=args.seed)
+    cfg = replace(args.profile.localize, seed=args.seed)
     if args.steps:
         cfg = replace(cfg, steps=args.steps)
     if args.share is not None:
@@ -120,7 +120,7 @@ def localize(args) -> int:
                                  "or a --share)")
         counts = layer_component_counts(loc.masker, ids)
         meta = {"history": loc.history, "seconds": loc.seconds, "categories": categories, "config": asdict(cfg),
-                "model": path, "model_fingerprint": own.fingerprint(model), "data": source, "profile": args.profile,
+                "model": path, "model_fingerprint": own.fingerprint(model), "data": source, "profile": args.profile.name,
                 "privloc_version": __version__}
         summary = {"model": path, "data": source, "n_neurons": len(ids), "n_gated": loc.masker.n_neurons,
                    "share": len(ids) / loc.masker.n_neurons, "seconds": loc.seconds, "steps": cfg.steps,
@@ -168,7 +168,13 @@ def mitigate(args) -> int:
     source = own.data_source(args.data) if args.data else own.data_source(meta["data"], f"the mask {args.mask}")
     claim = outputs.claim(args.out, args.overwrite, "mitigate", {"model": path, "mask": str(base.parent),
                                                                  "data": source})
-    profile = args.profile if args.data else meta.get("profile", args.profile)
+    # A mask learned on a built-in corpus names the profile whose corpus it was: read back here, at the edge.
+    profile = args.profile
+    if not args.data and "profile" in meta:
+        try:
+            profile = get_profile(meta["profile"])
+        except ValueError as error:
+            raise own.InputError(f"mask {args.mask}: {error}") from None
     train, valid = own.checked_records(source, profile)
     with claim as tmp:
         _say(claim)

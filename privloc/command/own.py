@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from privloc.config import Profile
 from privloc.corpora.data import DATASETS, DataError, span_kinds
 from privloc.corpora.sources import check_source, load_split
 from privloc.method import families, pretrained
@@ -124,7 +125,7 @@ def data_source(source: str, origin: str = "--data") -> str:
     return str(folder)
 
 
-def records(source: str, profile: str = "default") -> tuple[list[dict], list[dict]]:
+def records(source: str, profile: Profile) -> tuple[list[dict], list[dict]]:
     """The train and valid records of a checked source; a built-in name gives the corpus `profile` trains its
     victim on (cached by the pipeline, as for the notebooks), a folder its JSONL records (docs/method.md,
     "Record format of a corpus")."""
@@ -139,7 +140,7 @@ def records(source: str, profile: str = "default") -> tuple[list[dict], list[dic
         raise InputError(str(error)) from None
 
 
-def checked_records(source: str, profile: str = "default") -> tuple[list[dict], list[dict]]:
+def checked_records(source: str, profile: Profile) -> tuple[list[dict], list[dict]]:
     """The records of both splits, refused when there is nothing to attack (checked before a model is loaded)."""
     train, valid = records(source, profile)
     if not train or not valid:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from privloc import artifacts
-from privloc.config import Profile, get_profile
+from privloc.config import Profile
 from privloc.method import families
 from privloc.study import assess, compare
 from privloc.study import pipeline as pipe
@@ -26,10 +26,9 @@ from privloc.study.plots import style
 METRICS = ("em_assoc", "leak_any", "leak_beam", "leak_logit_lens", "ppl_nonpii")
 
 
-def family_profile(profile: str | Profile, architecture: str) -> Profile:
+def family_profile(profile: Profile, architecture: str) -> Profile:
     """`profile` with victims of `architecture` (a from-scratch model of the same sizes)."""
     families.get(architecture)  # an unknown name is refused with the known ones
-    profile = get_profile(profile)
     return replace(profile, model=replace(profile.model, architecture=architecture))
 
 
@@ -37,7 +36,7 @@ def _train(source: str, profile: Profile) -> None:
     pipe.victim(source, profile, progress=False)
 
 
-def prepare(source: str, profile: str | Profile, architectures, workers: int | None = None) -> None:
+def prepare(source: str, profile: Profile, architectures, workers: int | None = None) -> None:
     """Train the victims of every family the cache lacks, one process per core (each trains on one thread)."""
     profiles = [family_profile(profile, a) for a in architectures]
     data = pipe.corpus(source, profiles[0])  # built once, before the workers share it
@@ -53,7 +52,7 @@ def prepare(source: str, profile: str | Profile, architectures, workers: int | N
             future.result()
 
 
-def study(source: str, profile: str | Profile, architectures, progress: bool = True) -> dict:
+def study(source: str, profile: Profile, architectures, progress: bool = True) -> dict:
     """Per family: the victim, its localisations, and one row per seed of the metrics of every neuron set."""
     out = {}
     for name in architectures:
@@ -63,7 +62,7 @@ def study(source: str, profile: str | Profile, architectures, progress: bool = T
         original = assess.state_row(v, profile=p)
         rows = []
         for run in runs:
-            states = {label: assess.state_row(v, ids, run.masker.components, p)
+            states = {label: assess.state_row(v, p, ids, run.masker.components)
                       for label, ids in compare.control_sets(run).items()}
             rows.append({"dataset": name, "seed": run.config.seed, "neurons": len(run.closed_ids()),
                          "share_pct": 100 * run.share_closed, "localize_seconds": run.seconds,

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from privloc import artifacts
-from privloc.config import AttackConfig, Profile, get_profile
+from privloc.config import AttackConfig, Profile
 from privloc.corpora.data import CATEGORIES
 from privloc.method.attacks import AttackResult, attack_suite, beam_attack, exposure_table
 from privloc.method.candidates import CandidateSets, candidate_pool
@@ -42,7 +42,7 @@ def candidate_sets(v: Victim, cfg: AttackConfig) -> CandidateSets:
     return _SETS[key]
 
 
-def attack(v: Victim, neuron_ids=None, components=None, profile: str | Profile = "default", rows=None,
+def attack(v: Victim, profile: Profile, neuron_ids=None, components=None, rows=None,
            beam_widths: tuple[int, ...] | None = None, model=None, label: str = "", split: str = "train",
            enc=None) -> AttackResult:
     """The attack suite on the victim with `neuron_ids` switched off (none: the victim itself), cached.
@@ -53,7 +53,7 @@ def attack(v: Victim, neuron_ids=None, components=None, profile: str | Profile =
     those documents (held-out contexts); `model` attacks another model on the victim's corpus (e.g. the
     scrubbed reference). With `model` or `enc`, `label` must name them for the cache.
     """
-    cfg = get_profile(profile).attack
+    cfg = profile.attack
     widths = (cfg.budget,) if beam_widths is None else tuple(sorted(set(beam_widths)))
     ids = None if neuron_ids is None else np.sort(np.asarray(neuron_ids, dtype=np.int64)).tolist()
     doc_rows = None if rows is None else sorted(int(r) for r in rows)
@@ -98,7 +98,7 @@ def attack(v: Victim, neuron_ids=None, components=None, profile: str | Profile =
     return AttackResult(frame, cfg, seconds, info.get("parts", {}))
 
 
-def state_row(v: Victim, neuron_ids=None, components=None, profile: str | Profile = "default",
+def state_row(v: Victim, profile: Profile, neuron_ids=None, components=None,
               model=None, label: str = "") -> dict:
     """One row of Table 1: every attack at the budget, exact match per category and non-PII perplexity.
 
@@ -107,8 +107,8 @@ def state_row(v: Victim, neuron_ids=None, components=None, profile: str | Profil
     """
     target = v.model if model is None else model
     with masked(target, neuron_ids, components):
-        row = perplexity(target, v.corpus.enc_valid, autocast=get_profile(profile).attack.autocast)
-    result = attack(v, neuron_ids, components, profile, model=model, label=label)
+        row = perplexity(target, v.corpus.enc_valid, autocast=profile.attack.autocast)
+    result = attack(v, profile, neuron_ids, components, model=model, label=label)
     frame = result.per_span
     row["em_assoc"] = float(frame["greedy"].mean())
     for category in CATEGORIES:
@@ -131,7 +131,7 @@ CALIBRATION_CASES = {
 }
 
 
-def calibration(v: Victim, profile: str | Profile = "default", scrubbed: Victim | None = None,
+def calibration(v: Victim, profile: Profile, scrubbed: Victim | None = None,
                 tolerance: float = 0.5, base=None) -> pd.DataFrame:
     """Table 5: exposure and MRR of memorised PII, of unseen PII and of the scrubbed victim, beside chance.
 
@@ -140,7 +140,6 @@ def calibration(v: Victim, profile: str | Profile = "default", scrubbed: Victim 
     ranked (`calibration_spans`: more per category than the suite's `search_spans`). `at_chance` says whether exposure is
     within `tolerance` bits of its chance value.
     """
-    profile = get_profile(profile)
     spans = profile.attack.calibration_spans
     wide = replace(profile, attack=replace(profile.attack, pass_spans=spans, search_spans=spans))
     results = {"memorised": attack(v, profile=wide, beam_widths=()),

@@ -9,7 +9,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from privloc import devices
-from privloc.config import get_profile
+from privloc.config import Profile
 from privloc.method import baselines
 from privloc.study.assess import state_row
 from privloc.study.pipeline import Victim, deactivation_effect, memorisation_metrics
@@ -60,18 +60,18 @@ def baseline_rankings(v: Victim, masker, kinds=("assoc",), ig_steps: int = 16, i
         }
 
 
-def mitigation_rows(v: Victim, neuron_sets: dict[str, list[np.ndarray]], components, profile="default",
+def mitigation_rows(v: Victim, neuron_sets: dict[str, list[np.ndarray]], components, profile: Profile,
                     progress: bool = True) -> pd.DataFrame:
     """One row per method: its neuron set(s) switched off, every metric and attack (mean and std over sets).
 
     The first row is the victim itself (`original`). Each set is one model state of the attack suite,
     cached (assess.attack), so states that notebook 03 already attacked are read back.
     """
-    original = state_row(v, None, components, profile)
+    original = state_row(v, profile, None, components)
     rows = [{"method": "original", "n_neurons": 0, **original, "n_sets": 1,
              **{f"{m}_std": 0.0 for m in SPREAD}}]
     for method, sets in tqdm(neuron_sets.items(), desc="methods", disable=not progress, leave=False):
-        frame = pd.DataFrame([state_row(v, ids, components, profile) for ids in sets])
+        frame = pd.DataFrame([state_row(v, profile, ids, components) for ids in sets])
         rows.append({"method": method, "n_neurons": len(sets[0]), **frame.mean(numeric_only=True).to_dict(),
                      **{f"{m}_std": float(frame[m].std(ddof=0)) for m in SPREAD}, "n_sets": len(sets)})
     table = pd.DataFrame(rows)
@@ -141,19 +141,19 @@ def effect_by_part(v: Victim, masker, neuron_sets: dict[str, np.ndarray], by: st
     return frame
 
 
-def sensitivity(v: Victim, masker, rankings: dict[str, np.ndarray], ks, profile="default", attack_ks=(),
+def sensitivity(v: Victim, masker, rankings: dict[str, np.ndarray], ks, profile: Profile, attack_ks=(),
                 progress: bool = True) -> pd.DataFrame:
     """Exact match and perplexity as the top-k of each ranking is switched off, for every k in `ks`.
 
     At the k of `attack_ks` the whole attack suite runs too (column `leak_any`; NaN elsewhere).
     """
     rows = []
-    precision = get_profile(profile).attack.autocast  # the passes outside the suite run as its own do
+    precision = profile.attack.autocast  # the passes outside the suite run as its own do
     bar = tqdm(total=len(rankings) * len(ks), desc="sensitivity", disable=not progress, leave=False)
     for method, ranking in rankings.items():
         for k in ks:
             if k in attack_ks:
-                metrics = state_row(v, ranking[:k], masker.components, profile)
+                metrics = state_row(v, profile, ranking[:k], masker.components)
             else:
                 metrics = deactivation_effect(v, ranking[:k], masker.components, precision)
             rows.append({"method": method, "k": int(k), "share_pct": 100 * k / masker.n_neurons,

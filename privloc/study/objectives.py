@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from privloc.config import Profile, get_profile
+from privloc.config import Profile
 from privloc.method.attacks import sample_spans
 from privloc.method.mitigate import masked
 from privloc.method.search import device_of
@@ -53,14 +53,13 @@ def variant_of(cfg) -> str | None:
                  if all(getattr(cfg, k) == value for k, value in fields.items())), None)
 
 
-def variant_rows(source: str, profile: str | Profile = "default", variants: dict[str, dict] | None = None,
+def variant_rows(source: str, profile: Profile, variants: dict[str, dict] | None = None,
                  progress: bool = True) -> pd.DataFrame:
     """One row per variant on the victim of `source`: its mask's counts, perplexity and every attack at the budget.
 
     Masks and attack states are cached, so the variant the profile runs by default is read back from
     notebook 03's run. The first row is the victim itself.
     """
-    profile = get_profile(profile)
     variants = VARIANTS if variants is None else variants
     v = pipeline.victim(source, profile, progress=progress)
     original = state_row(v, profile=profile)
@@ -70,7 +69,7 @@ def variant_rows(source: str, profile: str | Profile = "default", variants: dict
         last = loc.history[-1]
         rows.append({"variant": name, **fields, "n_neurons": loc.n_closed,
                      "expected_closed": last["expected_closed"], "exactly_closed": last["n_closed"],
-                     **state_row(v, loc.closed_ids(), loc.masker.components, profile)})
+                     **state_row(v, profile, loc.closed_ids(), loc.masker.components)})
     table = pd.DataFrame(rows).assign(dataset=source)
     table["ppl_change_pct"] = 100 * (table["ppl_nonpii"] / original["ppl_nonpii"] - 1)
     return table
@@ -100,15 +99,13 @@ def choose(table: pd.DataFrame, max_ppl_change_pct: float = 5.0, tie: float = 0.
     return ranked.reset_index()
 
 
-def likelihood_gap(v, neuron_ids=None, components=None, profile: str | Profile = "default",
-                   n_spans: int = 40) -> dict:
+def likelihood_gap(v, profile: Profile, neuron_ids=None, components=None, n_spans: int = 40) -> dict:
     """Where the candidate attack's evidence sits: the truth's log-likelihood minus the mean of its candidates',
     split into the span's first token and the rest (nats, mean over the first `n_spans` search spans).
 
     A mask that only demotes the first token leaves the rest's gap: the span is still spelled from memory
     once begun, and a candidate list, which scores whole strings, still finds it.
     """
-    profile = get_profile(profile)
     enc = v.corpus.enc_train
     sets = candidate_sets(v, profile.attack)
     first, rest = [], []

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from privloc import artifacts, devices
-from privloc.config import Profile, get_profile
+from privloc.config import Profile
 from privloc.corpora.data import CATEGORIES, DATASETS, non_pii_text, read_jsonl, scrub, write_jsonl
 from privloc.corpora.sources import check_source, load_split
 from privloc.corpora.synthetic import GENERATOR
@@ -63,9 +63,8 @@ def _source_id(source: str) -> str:
     return f"{folder}:{stamps}"
 
 
-def corpus(source: str, profile: str | Profile = "default") -> Corpus:
+def corpus(source: str, profile: Profile) -> Corpus:
     """The train/valid records and their tokenizer (see tokenizer_texts for what it is trained on), cached."""
-    profile = get_profile(profile)
     cfg = profile.data
     source = check_source(source)  # before anything is created in the cache
 
@@ -98,7 +97,7 @@ def corpus(source: str, profile: str | Profile = "default") -> Corpus:
 TOKENIZER_SEED_OFFSET = 10_000
 
 
-def tokenizer_texts(source: str, train: list[dict], profile: str | Profile = "default") -> Iterable[str]:
+def tokenizer_texts(source: str, train: list[dict], profile: Profile) -> Iterable[str]:
     """The text a from-scratch tokenizer for `source` is trained on: never the private strings themselves.
 
     A tokenizer trained on the training split has merges for its cast's PII, so the true values tokenize
@@ -107,7 +106,7 @@ def tokenizer_texts(source: str, train: list[dict], profile: str | Profile = "de
     and size with another cast (as GPT-2's tokenizer never saw the data it is fine-tuned on); for a user's
     corpus, from its training text with the PII spans left out.
     """
-    cfg = get_profile(profile).data
+    cfg = profile.data
     if source in DATASETS:
         return [r["text"] for r in load_split(
             source, "train", seed=cfg.seed + TOKENIZER_SEED_OFFSET, n_subjects=cfg.n_subjects,
@@ -169,13 +168,12 @@ def _victim_folder(data: Corpus, profile: Profile, scrubbed: bool) -> tuple[str,
     return f"victim/{data.name}{'-scrubbed' if scrubbed else ''}", key
 
 
-def victim(source: str, profile: str | Profile = "default", progress: bool = True, scrubbed: bool = False) -> Victim:
+def victim(source: str, profile: Profile, progress: bool = True, scrubbed: bool = False) -> Victim:
     """The model trained on `source` under `profile`, with its training history, cached.
 
     `scrubbed=True` trains the same model on the corpus with every PII span replaced by its category tag:
     the training-time reference of Table 1. Either way the returned victim is evaluated on the real corpus.
     """
-    profile = get_profile(profile)
     data = corpus(source, profile)
     device = pick_device(profile.device)
 
@@ -212,7 +210,7 @@ def _train_in_worker(source: str, profile: Profile, scrubbed: bool) -> tuple[str
     return source, scrubbed
 
 
-def prepare_victims(sources: Sequence[str], profile: str | Profile = "default", scrubbed: Sequence[str] = (),
+def prepare_victims(sources: Sequence[str], profile: Profile, scrubbed: Sequence[str] = (),
                     workers: int | None = None, progress: bool = True) -> None:
     """Train every victim of `sources` (and the scrubbed references of `scrubbed`) that the cache lacks.
 
@@ -220,7 +218,6 @@ def prepare_victims(sources: Sequence[str], profile: str | Profile = "default", 
     as each trains on `profile.train.threads` threads); a victim's weights are the same either way. On a GPU
     they run one after the other in this process. Afterwards `victim()` loads them from the cache.
     """
-    profile = get_profile(profile)
     # Each corpus is built here, once, rather than by two workers at the same time.
     data = {source: corpus(source, profile) for source in dict.fromkeys([*sources, *scrubbed])}
     jobs = [(s, False) for s in sources] + [(s, True) for s in scrubbed]
@@ -243,14 +240,13 @@ def prepare_victims(sources: Sequence[str], profile: str | Profile = "default", 
             future.result()
 
 
-def localization(source: str, profile: str | Profile = "default", categories: tuple[str, ...] | None = None,
+def localization(source: str, profile: Profile, categories: tuple[str, ...] | None = None,
                  progress: bool = True, **overrides) -> Localization:
     """Algorithm 1 on the victim of `source` (optionally restricted to PII `categories`), cached as a mask file.
 
     `overrides` replace fields of the profile's LocalizeConfig (e.g. seed=1, steps=50). With `holdout` set,
     the gates learn on the documents `holdout.holdout_rows` leaves in (`holdout_split` gives both parts).
     """
-    profile = get_profile(profile)
     cfg = replace(profile.localize, **overrides)
     categories = tuple(categories) if categories else None
     v = victim(source, profile, progress=progress)
@@ -278,10 +274,9 @@ def holdout_split(data: Corpus, loc: Localization) -> tuple[list[int], list[int]
     return learned.tolist(), held_out.tolist()
 
 
-def localizations(source: str, profile: str | Profile = "default", progress: bool = True,
+def localizations(source: str, profile: Profile, progress: bool = True,
                   **overrides) -> list[Localization]:
     """Algorithm 1 under each of the profile's `n_localization_seeds` seeds (base seed, base + 1, ...), cached."""
-    profile = get_profile(profile)
     base = overrides.pop("seed", profile.localize.seed)
     return [localization(source, profile, progress=progress, seed=base + i, **overrides)
             for i in range(profile.study.n_localization_seeds)]

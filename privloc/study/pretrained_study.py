@@ -85,7 +85,7 @@ def held_out(v, run, cfg) -> pd.DataFrame:
     rows = []
     for label, ids in sets.items():
         for part, doc_rows in parts.items():
-            summary = assess.attack(v, ids, run.masker.components, cfg, rows=doc_rows).summary()
+            summary = assess.attack(v, cfg, ids, run.masker.components, rows=doc_rows).summary()
             rows.append({"set": label, "documents": part, "n_docs": len(doc_rows),
                          "n_spans": summary["n_pass_spans"], **{k: summary[k] for k in LEAKS}})
     return pd.DataFrame(rows)
