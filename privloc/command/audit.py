@@ -49,7 +49,7 @@ def _leakage(summary: dict) -> dict:
 def _examples(model, tokenizer, enc, frame: pd.DataFrame, budget: int, n: int) -> list[dict]:
     """Up to `n` recovered spans, one category after the other so that they mix."""
     # The sampler counts as finding a span when its B draws succeed with probability at least 1/2.
-    success = _success(frame, budget).loc[frame["in_search"], ["greedy", "beam", "sample", "candidates", "logit_lens"]]
+    success = _success(frame, budget).loc[frame["in_search"], list(ATTACKS)]
     rows = [(i, [a for a, v in r.items() if v >= 0.5]) for i, r in success.iterrows()]
     queues = {c: [(i, f) for i, f in rows if f and frame.at[i, "category"] == c] for c in CATEGORIES}
     picked = []

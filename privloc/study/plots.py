@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from privloc.corpora.data import CATEGORIES, span_kinds
+from privloc.method.attacks import BLACK_BOX
 
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
 CATEGORY_COLOR = dict(zip(CATEGORIES, OKABE_ITO, strict=False))
@@ -256,7 +257,7 @@ def injection_recall(runs: pd.DataFrame):
     return fig
 
 
-def objective_bars(table: pd.DataFrame, attacks=("greedy", "beam", "sample", "candidates", "any")):
+def objective_bars(table: pd.DataFrame, attacks=(*BLACK_BOX, "any")):
     """Fig. 8: leakage per attack for each objective variant (bars), one panel per dataset; the non-PII
     perplexity change is written above each group."""
     datasets = list(dict.fromkeys(table["dataset"]))
