@@ -134,6 +134,75 @@ def _rows_with_targets(mask: torch.Tensor) -> torch.Tensor:
     return rows
 
 
+def target_masks(enc: Encoded, cfg: LocalizeConfig, categories: tuple[str, ...] | None):
+    """Which next-token targets L_pii pushes down and which L_keep preserves, [N, T] each."""
+    pii = enc.target_mask(cfg.kinds, categories, cfg.first_token)
+    keep = enc.nonpii_mask()
+    if cfg.keep_kinds:
+        # PII the model predicts without memory (e.g. copied from its context) is behaviour to keep.
+        keep |= enc.target_mask(cfg.keep_kinds)
+    if categories and cfg.keep_other_categories:
+        # A category's mask should remove that category only: the other categories' targets are kept.
+        keep |= enc.target_mask(cfg.kinds, first_token=cfg.first_token) & ~pii
+    return pii, keep
+
+
+@dataclass
+class _Step:
+    """What one step of Algorithm 1 reads: the corpus, its target masks, the keep corpus and the precision."""
+    model: object
+    enc: Encoded
+    pii_mask: torch.Tensor
+    keep_mask: torch.Tensor
+    cfg: LocalizeConfig
+    enc_keep: Encoded | None
+    generator: torch.Generator
+    device: torch.device
+    precision: object
+
+    def losses(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """L_pii on the batch's PII targets, and L_keep: the mean of the keep terms (the batch's own non-PII
+        targets unless `keep_batch` is off, and `keep_batch_size` documents of the keep corpus if there is one)."""
+        cfg, device = self.cfg, self.device
+        ids, attention = trim(self.enc.input_ids[batch], self.enc.attention_mask[batch])
+        width = ids.shape[1] - 1
+        ids, attention = ids.to(device), attention.to(device)
+        pii = self.pii_mask[batch, :width].to(device)
+        keep = self.keep_mask[batch, :width].to(device)
+        targets = ids[:, 1:]
+        keep_terms = []
+        with self.precision:
+            if cfg.keep_batch:
+                pii_logits, keep_logits = next_token_logits(self.model, ids, attention, pii, keep)
+                keep_terms.append(F.cross_entropy(keep_logits.float(), targets[keep]))
+            else:
+                pii_logits = next_token_logits(self.model, ids, attention, pii)
+        loss_pii = pii_loss(pii_logits.float(), targets[pii], cfg.loss, cfg.margin_rank)
+        if self.enc_keep is not None and cfg.keep_batch_size > 0:
+            extra = torch.randperm(len(self.enc_keep), generator=self.generator)[: cfg.keep_batch_size]
+            x, m = (t.to(device) for t in trim(self.enc_keep.input_ids[extra], self.enc_keep.attention_mask[extra]))
+            on = m[:, 1:].bool() & m[:, :-1].bool()
+            with self.precision:
+                keep_logits = next_token_logits(self.model, x, m, on)
+            keep_terms.append(F.cross_entropy(keep_logits.float(), x[:, 1:][on]))
+        return loss_pii, sum(keep_terms) / len(keep_terms)
+
+
+def budget_term(share: torch.Tensor, cfg: LocalizeConfig, lagrange: torch.Tensor) -> torch.Tensor | float:
+    """The sparsity part of L for an expected closed share R (docs/method.md, "How the budget is held").
+
+    No target share: λ_0 · R. A target t held by the Lagrangian: λ_1 (R − t) + λ_2 (R − t)², the λ rising by
+    gradient ascent until R meets t (CoFiPruning). A target held by projection: nothing here; share_shift
+    moves the gates back onto the budget after each step.
+    """
+    if cfg.target_share is None:
+        return cfg.lambda_0 * share
+    if cfg.share_control == "lagrangian":
+        gap = share - cfg.target_share
+        return lagrange[0] * gap + lagrange[1] * gap**2
+    return 0.0
+
+
 def localize(
     model,
     enc: Encoded,
@@ -152,21 +221,13 @@ def localize(
     cfg = cfg or LocalizeConfig()
     if cfg.share_control not in ("lagrangian", "projection"):
         raise ValueError(f"unknown share_control {cfg.share_control!r}: expected 'lagrangian' or 'projection'")
-    use_keep_corpus = enc_keep is not None and cfg.keep_batch_size > 0
-    if not cfg.keep_batch and not use_keep_corpus:
+    if not cfg.keep_batch and not (enc_keep is not None and cfg.keep_batch_size > 0):
         raise ValueError("keep_batch=False leaves nothing to keep: pass enc_keep with keep_batch_size > 0")
     device = devices.main_device(model)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     categories = tuple(categories) if categories else None
-    pii_mask = enc.target_mask(cfg.kinds, categories, cfg.first_token)
-    keep_mask = enc.nonpii_mask()
-    if cfg.keep_kinds:
-        # PII the model predicts without memory (e.g. copied from its context) is behaviour to keep.
-        keep_mask |= enc.target_mask(cfg.keep_kinds)
-    if categories and cfg.keep_other_categories:
-        # A category's mask should remove that category only: the other categories' targets are kept.
-        keep_mask |= enc.target_mask(cfg.kinds, first_token=cfg.first_token) & ~pii_mask
+    pii_mask, keep_mask = target_masks(enc, cfg, categories)
     rows = _rows_with_targets(pii_mask)
     batches = length_grouped_batches(enc.attention_mask[rows].sum(1), cfg.batch_size, generator)
 
@@ -175,9 +236,13 @@ def localize(
     log_alpha = masker.gates.log_alpha
     penalty_weights = _penalty_weights(masker, cfg.penalty).to(device)
     optimizer = torch.optim.Adam([log_alpha], lr=cfg.lr)
-    # CoFiPruning-style Lagrangian: λ1, λ2 rise by gradient ascent until R meets the target share.
     lagrange = torch.zeros(2, device=device, requires_grad=True)
     lagrange_opt = torch.optim.Adam([lagrange], lr=cfg.lr, maximize=True)
+    ascend = cfg.target_share is not None and cfg.share_control == "lagrangian"
+    project = cfg.target_share is not None and cfg.share_control == "projection"
+    # The forwards only run in `autocast`: the losses, the gates and their optimiser stay fp32.
+    step_of = _Step(model, enc, pii_mask, keep_mask, cfg, enc_keep, generator, device,
+                    devices.autocast(cfg.autocast, device))
 
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in frozen:
@@ -185,50 +250,20 @@ def localize(
     was_training = model.training
     model.eval()
     history, start = [], time.perf_counter()
-    # The forwards only: the losses, the gates and their optimiser stay fp32.
-    precision = devices.autocast(cfg.autocast, device)
     bar = tqdm(range(1, cfg.steps + 1), desc="localise", disable=not progress, leave=False)
     try:
         with masker.applied(mode="sample"):
             for step in bar:
-                batch = rows[next(batches)]
-                ids, attention = trim(enc.input_ids[batch], enc.attention_mask[batch])
-                width = ids.shape[1] - 1
-                ids, attention = ids.to(device), attention.to(device)
-                pii = pii_mask[batch, :width].to(device)
-                keep = keep_mask[batch, :width].to(device)
-                targets = ids[:, 1:]
-                keep_terms = []
-                with precision:
-                    if cfg.keep_batch:
-                        pii_logits, keep_logits = next_token_logits(model, ids, attention, pii, keep)
-                        keep_terms.append(F.cross_entropy(keep_logits.float(), targets[keep]))
-                    else:
-                        pii_logits = next_token_logits(model, ids, attention, pii)
-                pii_logits = pii_logits.float()
-                loss_pii = pii_loss(pii_logits, targets[pii], cfg.loss, cfg.margin_rank)
-                if use_keep_corpus:
-                    extra = torch.randperm(len(enc_keep), generator=generator)[: cfg.keep_batch_size]
-                    x, m = (t.to(device) for t in trim(enc_keep.input_ids[extra], enc_keep.attention_mask[extra]))
-                    on = m[:, 1:].bool() & m[:, :-1].bool()
-                    with precision:
-                        keep_logits = next_token_logits(model, x, m, on)
-                    keep_terms.append(F.cross_entropy(keep_logits.float(), x[:, 1:][on]))
-                loss_keep = sum(keep_terms) / len(keep_terms)
-                share = (masker.gates.p_closed() * penalty_weights).sum()
-                loss = loss_pii + cfg.lambda_keep * loss_keep
-                if cfg.target_share is None:
-                    loss = loss + cfg.lambda_0 * share
-                elif cfg.share_control == "lagrangian":
-                    gap = share - cfg.target_share
-                    loss = loss + lagrange[0] * gap + lagrange[1] * gap**2
+                loss_pii, loss_keep = step_of.losses(rows[next(batches)])
+                share = (masker.gates.p_closed() * penalty_weights).sum()  # R
+                loss = loss_pii + cfg.lambda_keep * loss_keep + budget_term(share, cfg, lagrange)
                 optimizer.zero_grad(set_to_none=True)
                 lagrange_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                if cfg.target_share is not None and cfg.share_control == "lagrangian":
+                if ascend:
                     lagrange_opt.step()
-                if cfg.target_share is not None and cfg.share_control == "projection":
+                if project:
                     with torch.no_grad():
                         log_alpha += share_shift(masker.gates, penalty_weights, cfg.target_share)
                     share = (masker.gates.p_closed() * penalty_weights).sum()
@@ -246,4 +281,3 @@ def localize(
         model.train(was_training)
     log_alpha.requires_grad_(False)
     return Localization(masker, history, time.perf_counter() - start, cfg, categories)
-
