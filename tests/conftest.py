@@ -26,7 +26,7 @@ def enc():
 @pytest.fixture(scope="session")
 def folders(tmp_path_factory):
     """A small untrained model folder with its tokenizer, a dataset folder, and a mask of another model."""
-    from privloc.command.own import fingerprint
+    from privloc.command.inputs import fingerprint
     from privloc.config import ModelConfig
     from privloc.method.masking import NeuronMasker
     from privloc.method.model import build_model

@@ -14,8 +14,8 @@ from test_attacks import _span_corpus, sequence_logprobs
 from privloc import devices
 from privloc.config import AttackConfig
 from privloc.method import attacks, metrics
+from privloc.method.decoding import beam_finds, extend, extend_logprobs, prefix_state, rank_among
 from privloc.method.lens import block_outputs, lens_parts, span_lens
-from privloc.method.search import beam_finds, extend, extend_logprobs, prefix_state, rank_among
 
 
 def _span_hidden(model, ids, start, end):

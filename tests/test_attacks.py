@@ -10,7 +10,7 @@ from helpers import tiny_model
 from privloc.config import AttackConfig
 from privloc.method import attacks
 from privloc.method.candidates import CandidateSets, chance_exposure, chance_mrr, exposure_from_rank
-from privloc.method.search import beam_finds, beam_search, extend, left_pad, prefix_state, rank_among
+from privloc.method.decoding import beam_finds, beam_search, extend, left_pad, prefix_state, rank_among
 from privloc.method.tokenizer import train_tokenizer
 
 

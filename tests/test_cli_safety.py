@@ -131,7 +131,7 @@ def test_a_kill_after_the_atomic_swap_leaves_the_new_output_and_the_next_run_cle
 
 
 def test_an_interrupted_run_keeps_the_old_output_and_cleans_up(work, capsys, monkeypatch):
-    from privloc.command import own
+    from privloc.command import inputs
 
     assert run(monkeypatch, work, *AUDIT, "--out", "report") == 0
     before = (work / "report" / "report.json").read_text()
@@ -139,7 +139,7 @@ def test_an_interrupted_run_keeps_the_old_output_and_cleans_up(work, capsys, mon
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(own, "load_model", interrupted)
+    monkeypatch.setattr(inputs, "load_model", interrupted)
     capsys.readouterr()
     assert run(monkeypatch, work, *AUDIT, "--out", "report", "--overwrite") == 130
     err = capsys.readouterr().err
@@ -222,11 +222,11 @@ def test_silent_surprises_are_said(work, capsys, monkeypatch):
 
 
 def test_the_built_in_name_is_said_when_a_folder_shadows_it(work, capsys, monkeypatch):
-    from privloc.command import own
+    from privloc.command import inputs
 
     (work / "enron").mkdir()
     monkeypatch.chdir(work)
-    assert own.data_source("enron") == "enron"
+    assert inputs.data_source("enron") == "enron"
     assert "the built-in corpus enron; write ./enron for the folder" in capsys.readouterr().out
 
 

@@ -6,7 +6,7 @@ import json
 import torch
 import transformers
 
-from privloc.command import cli, own
+from privloc.command import cli, inputs
 from privloc.config import ModelConfig
 from privloc.method.model import build_model, keep_blocks, load_model
 
@@ -41,7 +41,7 @@ def test_epochs_set_the_steps_of_a_fine_tuning(folders):
 def test_a_built_in_name_is_a_model_folder():
     from privloc.method import pretrained
 
-    assert own.model_folder("smollm2-135m") == str(pretrained.folder("smollm2-135m"))
+    assert inputs.model_folder("smollm2-135m") == str(pretrained.folder("smollm2-135m"))
 
 
 def test_keep_blocks_gives_a_plain_smaller_model(folders, tmp_path):

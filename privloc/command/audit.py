@@ -17,7 +17,7 @@ from privloc.config import AttackConfig
 from privloc.corpora.data import CATEGORIES
 from privloc.method.attacks import ATTACKS, _success, attack_suite, budget_sweep, summarize
 from privloc.method.candidates import CandidateSets, candidate_pool
-from privloc.study.examples import greedy_completion, prompt_tail
+from privloc.study.completions import greedy_completion, prompt_tail
 
 EXPOSURE_KEYS = ("exposure", "exposure_chance", "exposure_max", "mrr", "mrr_chance", "n_ranked")
 DESCRIPTIONS = {

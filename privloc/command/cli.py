@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     # Library deprecation notices (e.g. transformers' about past_key_values) are for developers, not users.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from privloc.command import commands, own
+    from privloc.command import commands, inputs
     from privloc.config import get_profile
 
     args.profile = get_profile(args.profile)  # resolved here, once; every command reads the Profile object
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return commands.COMMANDS[args.command](args)
-    except own.InputError as error:
+    except inputs.InputError as error:
         return _fail(args.command, str(error))
     except KeyboardInterrupt:
         print(f"privloc {args.command}: interrupted; nothing was written", file=sys.stderr)

@@ -1,6 +1,6 @@
 """The bodies of the `privloc` subcommands: check every input, compute with the notebooks' functions, write.
 
-Each command runs its checks (own.py) and claims its output folder (outputs.py) before any work, and writes
+Each command runs its checks (inputs.py) and claims its output folder (outputs.py) before any work, and writes
 the output into a staging folder that takes the output's place only when complete, so a refused, failed or
 interrupted command leaves nothing behind.
 """
@@ -11,7 +11,7 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from privloc import __version__
-from privloc.command import outputs, own
+from privloc.command import inputs, outputs
 from privloc.config import AttackConfig, LocalizeConfig, Profile, get_profile
 from privloc.corpora.data import CATEGORIES, DATASETS
 
@@ -28,7 +28,7 @@ def _max_len(model, source: str, profile: Profile) -> int:
 
 def _start(args) -> tuple[str, object]:
     """The checked model folder and device; the model itself is loaded once the other inputs are checked too."""
-    return own.model_folder(args.model, args.allow_download), own.device(args.device)
+    return inputs.model_folder(args.model, args.allow_download), inputs.device(args.device)
 
 
 def _attack_config(args) -> AttackConfig:
@@ -49,18 +49,18 @@ def audit(args) -> int:
     from privloc.command.redact import pii_strings, redact_examples
 
     path, dev = _start(args)
-    source = own.data_source(args.data)
+    source = inputs.data_source(args.data)
     claim = outputs.claim(args.out or f"audit-{Path(path).name}", args.overwrite, "audit",
                           {"model": path, "data": source})
-    train, valid = own.checked_records(source, args.profile)
+    train, valid = inputs.checked_records(source, args.profile)
     with claim as tmp:
         _say(claim)
-        model, tokenizer = own.load_model(path, dev)
-        data = own.encode(source, train, valid, tokenizer, _max_len(model, source, args.profile))
+        model, tokenizer = inputs.load_model(path, dev)
+        data = inputs.encode(source, train, valid, tokenizer, _max_len(model, source, args.profile))
         report, _ = auditing.run(model, tokenizer, data, _attack_config(args))
         if not args.show_pii:
             report["examples"] = redact_examples(report["examples"], pii_strings([*train, *valid]))
-        report = {"model": path, "model_fingerprint": own.fingerprint(model), "privloc_version": __version__,
+        report = {"model": path, "model_fingerprint": inputs.fingerprint(model), "privloc_version": __version__,
                   "pii_redacted": not args.show_pii, **report}
         auditing.write(report, tmp)
     print(auditing.summary_table(report))
@@ -78,11 +78,11 @@ def _categories(text: str | None) -> tuple[str, ...] | None:
         return None
     names = tuple(c.strip().upper() for c in text.split(",") if c.strip())
     if not names:
-        raise own.InputError(f"--categories {text!r} names no category: give some of {', '.join(CATEGORIES)}, "
+        raise inputs.InputError(f"--categories {text!r} names no category: give some of {', '.join(CATEGORIES)}, "
                              "or leave it out for all")
     unknown = [c for c in names if c not in CATEGORIES]
     if unknown:
-        raise own.InputError(f"unknown PII categories {', '.join(unknown)}: expected some of {', '.join(CATEGORIES)}")
+        raise inputs.InputError(f"unknown PII categories {', '.join(unknown)}: expected some of {', '.join(CATEGORIES)}")
     return names
 
 
@@ -92,7 +92,7 @@ def localize(args) -> int:
     from privloc.study.analysis import layer_component_counts
 
     path, dev = _start(args)
-    source = own.data_source(args.data)
+    source = inputs.data_source(args.data)
     categories = _categories(args.categories)
     claim = outputs.claim(args.out or f"mask-{Path(path).name}", args.overwrite, "localize",
                           {"model": path, "data": source})
@@ -101,26 +101,26 @@ def localize(args) -> int:
         cfg = replace(cfg, steps=args.steps)
     if args.share is not None:
         cfg = replace(cfg, target_share=args.share)
-    train, valid = own.checked_records(source, args.profile)
+    train, valid = inputs.checked_records(source, args.profile)
     with claim as tmp:
         _say(claim)
-        model, tokenizer = own.load_model(path, dev)
+        model, tokenizer = inputs.load_model(path, dev)
         n_gated = _n_gated(model)
         if cfg.target_share is not None and round(cfg.target_share * n_gated) < 1:
-            raise own.InputError(f"--share {cfg.target_share:g} selects no neuron of this model's {n_gated} gated "
+            raise inputs.InputError(f"--share {cfg.target_share:g} selects no neuron of this model's {n_gated} gated "
                                  f"units: give at least {1 / n_gated:.2g}")
-        data = own.encode(source, train, valid, tokenizer, _max_len(model, source, args.profile))
+        data = inputs.encode(source, train, valid, tokenizer, _max_len(model, source, args.profile))
         try:
             loc = algorithm_1(model, data.enc_train, cfg, categories, progress=True)
         except ValueError as error:  # e.g. no span of the requested categories
-            raise own.InputError(str(error)) from None
+            raise inputs.InputError(str(error)) from None
         ids = loc.closed_ids()
         if len(ids) == 0:
-            raise own.InputError("the localisation closed no gate: no privacy neuron to write (try more --steps "
+            raise inputs.InputError("the localisation closed no gate: no privacy neuron to write (try more --steps "
                                  "or a --share)")
         counts = layer_component_counts(loc.masker, ids)
         meta = {"history": loc.history, "seconds": loc.seconds, "categories": categories, "config": asdict(cfg),
-                "model": path, "model_fingerprint": own.fingerprint(model), "data": source, "profile": args.profile.name,
+                "model": path, "model_fingerprint": inputs.fingerprint(model), "data": source, "profile": args.profile.name,
                 "privloc_version": __version__}
         summary = {"model": path, "data": source, "n_neurons": len(ids), "n_gated": loc.masker.n_neurons,
                    "share": len(ids) / loc.masker.n_neurons, "seconds": loc.seconds, "steps": cfg.steps,
@@ -161,11 +161,11 @@ def mitigate(args) -> int:
     from privloc.method.mitigate import deactivate
 
     path, dev = _start(args)
-    base = own.mask_base(args.mask)
-    meta = own.mask_meta(base)
+    base = inputs.mask_base(args.mask)
+    meta = inputs.mask_meta(base)
     if not (args.data or meta.get("data")):
-        raise own.InputError(f"mask {args.mask} does not say which data it was learned on: pass --data")
-    source = own.data_source(args.data) if args.data else own.data_source(meta["data"], f"the mask {args.mask}")
+        raise inputs.InputError(f"mask {args.mask} does not say which data it was learned on: pass --data")
+    source = inputs.data_source(args.data) if args.data else inputs.data_source(meta["data"], f"the mask {args.mask}")
     claim = outputs.claim(args.out, args.overwrite, "mitigate", {"model": path, "mask": str(base.parent),
                                                                  "data": source})
     # A mask learned on a built-in corpus names the profile whose corpus it was: read back here, at the edge.
@@ -174,21 +174,21 @@ def mitigate(args) -> int:
         try:
             profile = get_profile(meta["profile"])
         except ValueError as error:
-            raise own.InputError(f"mask {args.mask}: {error}") from None
-    train, valid = own.checked_records(source, profile)
+            raise inputs.InputError(f"mask {args.mask}: {error}") from None
+    train, valid = inputs.checked_records(source, profile)
     with claim as tmp:
         _say(claim)
-        model, tokenizer = own.load_model(path, dev)
-        weights = own.fingerprint(model)
+        model, tokenizer = inputs.load_model(path, dev)
+        weights = inputs.fingerprint(model)
         if meta.get("model_fingerprint") not in (None, weights):
-            raise own.InputError(f"mask {args.mask} was learned on another model ({meta.get('model')}, weights "
+            raise inputs.InputError(f"mask {args.mask} was learned on another model ({meta.get('model')}, weights "
                                  f"{meta['model_fingerprint']}), not on {path} (weights {weights})")
         try:
             masker = NeuronMasker.from_file(model, base)
         except (ValueError, KeyError, TypeError) as error:
-            raise own.InputError(str(error)) from None
+            raise inputs.InputError(str(error)) from None
         if args.top_k is not None and not 0 < args.top_k <= masker.n_neurons:
-            raise own.InputError(f"--top-k {args.top_k}: expected 1 to {masker.n_neurons} (the gated units)")
+            raise inputs.InputError(f"--top-k {args.top_k}: expected 1 to {masker.n_neurons} (the gated units)")
         # Only the fields this version knows: a mask of another privloc version may carry more or fewer.
         known = {f.name for f in fields(LocalizeConfig)}
         cfg = LocalizeConfig(**{k: tuple(v) if isinstance(v, list) else v
@@ -196,8 +196,8 @@ def mitigate(args) -> int:
         loc = Localization(masker, [], 0.0, cfg, None)
         ids = masker.top_k(args.top_k) if args.top_k is not None else loc.closed_ids()
         if len(ids) == 0:
-            raise own.InputError(f"mask {args.mask} selects no neuron: nothing to remove (use --top-k N)")
-        data = own.encode(source, train, valid, tokenizer, _max_len(model, source, profile))
+            raise inputs.InputError(f"mask {args.mask} selects no neuron: nothing to remove (use --top-k N)")
+        data = inputs.encode(source, train, valid, tokenizer, _max_len(model, source, profile))
         attack_cfg = _attack_config(args)
         before, _ = auditing.run(model, tokenizer, data, attack_cfg)
         edited = deactivate(model, ids, masker.components).eval()
@@ -250,16 +250,16 @@ def train(args) -> int:
     from privloc.method.tokenizer import train_tokenizer
     from privloc.study.pipeline import memorisation_metrics
 
-    dev = own.device(args.device)
-    base = own.model_folder(args.base, args.allow_download) if args.base else None
-    source = own.data_source(args.data)
+    dev = inputs.device(args.device)
+    base = inputs.model_folder(args.base, args.allow_download) if args.base else None
+    source = inputs.data_source(args.data)
     claim = outputs.claim(args.out, args.overwrite, "train", {"data": source, "base model": base})
-    train_records, valid_records = own.checked_records(source, args.profile)
+    train_records, valid_records = inputs.checked_records(source, args.profile)
     with claim as tmp:
         _say(claim)
         torch.manual_seed(args.seed)
         if base:
-            model, tokenizer = own.load_model(base, dev)
+            model, tokenizer = inputs.load_model(base, dev)
             max_len = min(args.max_len, model.config.max_position_embeddings)
         else:
             # As for the victims: the tokenizer never sees the private strings (pipeline.tokenizer_texts).
@@ -267,7 +267,7 @@ def train(args) -> int:
             max_len = args.max_len
             model = build_model(ModelConfig(n_layer=args.layers, n_embd=args.width, n_head=args.heads,
                                             n_positions=max_len), tokenizer)
-        data = own.encode(source, train_records, valid_records, tokenizer, max_len)
+        data = inputs.encode(source, train_records, valid_records, tokenizer, max_len)
         cfg = _train_config(args, len(train_records))
         def evaluate(m):
             return memorisation_metrics(m, data, valid_cast=True, autocast=cfg.autocast)

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from privloc import __version__
-from privloc.command.own import InputError
+from privloc.command.inputs import InputError
 
 MARKER = ".privloc-output.json"  # written into every output folder: what makes it privloc's to replace
 _RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2

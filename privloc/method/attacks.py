@@ -38,8 +38,8 @@ from privloc import devices
 from privloc.config import AttackConfig
 from privloc.corpora.data import CATEGORIES
 from privloc.method.candidates import CandidateSets, chance_exposure, chance_mrr, exposure_from_rank
+from privloc.method.decoding import beam_finds, device_of, rank_among
 from privloc.method.lens import block_outputs, lens_logits, lens_parts, span_lens  # noqa: F401 (lens_logits: API)
-from privloc.method.search import beam_finds, device_of, rank_among
 from privloc.method.tokenizer import Encoded
 
 BLACK_BOX = ("greedy", "beam", "sample", "candidates")

@@ -19,7 +19,7 @@ import pandas as pd
 from privloc import artifacts
 from privloc.config import Profile
 from privloc.method import families
-from privloc.study import assess, compare
+from privloc.study import method_comparison, state_attacks
 from privloc.study import pipeline as pipe
 from privloc.study.plots import style
 
@@ -59,11 +59,11 @@ def study(source: str, profile: Profile, architectures, progress: bool = True) -
         p = family_profile(profile, name)
         v = pipe.victim(source, p, progress=progress)
         runs = pipe.localizations(source, p, progress=progress)
-        original = assess.state_row(v, profile=p)
+        original = state_attacks.state_row(v, profile=p)
         rows = []
         for run in runs:
-            states = {label: assess.state_row(v, p, ids, run.masker.components)
-                      for label, ids in compare.control_sets(run).items()}
+            states = {label: state_attacks.state_row(v, p, ids, run.masker.components)
+                      for label, ids in method_comparison.control_sets(run).items()}
             rows.append({"dataset": name, "seed": run.config.seed, "neurons": len(run.closed_ids()),
                          "share_pct": 100 * run.share_closed, "localize_seconds": run.seconds,
                          **{f"{m}_{label}": s[m] for label, s in {"original": original, **states}.items()
@@ -76,7 +76,7 @@ def study(source: str, profile: Profile, architectures, progress: bool = True) -
 def summary_table(results: dict) -> pd.DataFrame:
     """Table 6: one row per family (means over seeds), with each control's share of our leak_any drop."""
     per_seed = pd.concat([r["per_seed"] for r in results.values()], ignore_index=True)
-    ratios = compare.control_ratios(per_seed, metrics=("leak_any",)).set_index("dataset")
+    ratios = method_comparison.control_ratios(per_seed, metrics=("leak_any",)).set_index("dataset")
     gpt2_seconds = results["gpt2"]["victim"].train_seconds if "gpt2" in results else np.nan
     rows = []
     for name, r in results.items():

@@ -14,9 +14,9 @@ from privloc.method.localize import localize
 from privloc.method.masking import NeuronMasker
 from privloc.method.metrics import ASSOC_ONLY, leakage, perplexity
 from privloc.method.mitigate import masked
-from privloc.study.assess import candidate_sets
 from privloc.study.injection import Injection, choose_neurons, fresh_facts, inject, random_recall, recall_at_k
 from privloc.study.pipeline import Victim
+from privloc.study.state_attacks import candidate_sets
 
 METHODS = ("privloc", "random", "activation", "integrated_gradients")
 

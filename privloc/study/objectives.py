@@ -14,10 +14,10 @@ from tqdm.auto import tqdm
 
 from privloc.config import Profile
 from privloc.method.attacks import sample_spans
+from privloc.method.decoding import device_of
 from privloc.method.mitigate import masked
-from privloc.method.search import device_of
 from privloc.study import pipeline
-from privloc.study.assess import candidate_sets, state_row
+from privloc.study.state_attacks import candidate_sets, state_row
 
 # name -> LocalizeConfig fields. The first is the objective of the paper (and of earlier versions here).
 VARIANTS: dict[str, dict] = {

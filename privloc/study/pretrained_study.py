@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from privloc.corpora.data import CATEGORIES
-from privloc.study import assess
+from privloc.study import state_attacks
 from privloc.study.plots import OKABE_ITO
 
 LEAKS = ("leak_greedy", "leak_beam", "leak_sample", "leak_candidates", "leak_any", "leak_logit_lens")
@@ -85,14 +85,14 @@ def held_out(v, run, cfg) -> pd.DataFrame:
     rows = []
     for label, ids in sets.items():
         for part, doc_rows in parts.items():
-            summary = assess.attack(v, cfg, ids, run.masker.components, rows=doc_rows).summary()
+            summary = state_attacks.attack(v, cfg, ids, run.masker.components, rows=doc_rows).summary()
             rows.append({"set": label, "documents": part, "n_docs": len(doc_rows),
                          "n_spans": summary["n_pass_spans"], **{k: summary[k] for k in LEAKS}})
     return pd.DataFrame(rows)
 
 
 def table1_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """`table` (compare.mitigation_rows of several datasets) with the columns of Table 1, in its order."""
+    """`table` (method_comparison.mitigation_rows of several datasets) with the columns of Table 1, in its order."""
     present = [c for c in CATEGORIES if f"em_{c}" in table and table[f"em_{c}"].notna().any()]
     columns = (["dataset", "method", "n_neurons", "em_assoc", "em_assoc_std", "exposure", "mrr", "ppl_nonpii",
                 "ppl_change_pct", "ppl_nonpii_std", "n_sets", *[f"em_{c}" for c in present], "n_gated", *LEAKS,

@@ -1,6 +1,6 @@
 """The attack suite's cost per model state, read from the cached runs of the last `make figures`.
 
-Each cached suite run (privloc.study.assess.attack) records how long it took when it was built: one model state
+Each cached suite run (privloc.study.state_attacks.attack) records how long it took when it was built: one model state
 (a victim with a set of neurons switched off) on one corpus, `pass_spans` spans for the teacher-forced
 attacks and `search_spans` for beam search and candidate ranking. The budget sweep's extra beam searches
 are cached apart and reported apart.

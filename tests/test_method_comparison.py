@@ -10,7 +10,7 @@ from privloc.config import get_profile
 from privloc.corpora.data import scrub
 from privloc.method.masking import NeuronMasker
 from privloc.study.analysis import offdiag_mean
-from privloc.study.compare import matched_top_k
+from privloc.study.method_comparison import matched_top_k
 
 
 def tiny_masker():
@@ -59,7 +59,7 @@ def test_penalty_weights_per_neuron_and_per_cell():
 
 def test_effect_by_part_switches_off_one_part_at_a_time(tmp_path, monkeypatch):
     from privloc.study import pipeline
-    from privloc.study.compare import effect_by_part
+    from privloc.study.method_comparison import effect_by_part
 
     monkeypatch.setenv("PRIVLOC_CACHE", str(tmp_path))
     v = pipeline.victim("echr", get_profile("smoke"), progress=False)

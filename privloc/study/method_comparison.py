@@ -11,8 +11,8 @@ from tqdm.auto import tqdm
 from privloc import devices
 from privloc.config import Profile
 from privloc.method import baselines
-from privloc.study.assess import state_row
 from privloc.study.pipeline import Victim, deactivation_effect, memorisation_metrics
+from privloc.study.state_attacks import state_row
 
 RANKED_BASELINES = ("activation", "integrated_gradients")
 # Metrics whose spread over neuron sets (seeds) Table 1 reports as `<metric>_std`.
@@ -65,7 +65,7 @@ def mitigation_rows(v: Victim, neuron_sets: dict[str, list[np.ndarray]], compone
     """One row per method: its neuron set(s) switched off, every metric and attack (mean and std over sets).
 
     The first row is the victim itself (`original`). Each set is one model state of the attack suite,
-    cached (assess.attack), so states that notebook 03 already attacked are read back.
+    cached (state_attacks.attack), so states that notebook 03 already attacked are read back.
     """
     original = state_row(v, profile, None, components)
     rows = [{"method": "original", "n_neurons": 0, **original, "n_sets": 1,

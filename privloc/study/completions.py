@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 
 from privloc.corpora.data import CATEGORIES
-from privloc.method.search import beam_search
+from privloc.method.decoding import beam_search
 from privloc.method.tokenizer import Encoded, SpanInfo
 
 
