@@ -3,6 +3,7 @@
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from helpers import tiny_model
@@ -86,6 +87,23 @@ def test_candidate_rank_is_the_oracle_rank(rank):
     oracle = OracleLM(TRUTH, rank)
     [(got, n)] = rank_among(oracle, [torch.tensor([5, 0])], [torch.tensor(TRUTH)], [oracle.better + oracle.worse])
     assert (got, n) == (rank, rank + 6)
+
+
+def test_a_truth_buried_below_every_candidate_is_found_by_the_bottom_tail():
+    # The oracle ranks the truth last of 1 + 11 strings: the top-B attack misses it, the bottom-B one does not.
+    oracle = OracleLM(TRUTH, rank=12, n_worse=0)
+    [(rank, n)] = rank_among(oracle, [torch.tensor([5, 0])], [torch.tensor(TRUTH)], [oracle.better + oracle.worse])
+    assert (rank, n) == (12, 12)
+    frame = pd.DataFrame({"greedy": [False], "log_p_sample": [-50.0], "lens_rank_max": [500], "beam_10": [False],
+                          "cand_rank": [rank], "n_ranked": [n], "in_search": [True], "category": ["NAME"]})
+    for budget, low in ((1, 1.0), (3, 1.0), (10, 1.0)):
+        success = attacks._success(frame, budget).iloc[0]
+        assert success["candidates"] == 0.0 and success["candidates_low"] == low
+    # Top of the list: found by the top tail, by the bottom one only with a budget that covers every string.
+    frame[["cand_rank"]] = 1.0
+    assert attacks._success(frame, 10).iloc[0]["candidates_low"] == 0.0
+    assert attacks._success(frame, 12).iloc[0]["candidates_low"] == 1.0
+    assert attacks.summarize(frame, 10)["leak_candidates_low"] == 0.0
 
 
 def test_pruned_ranking_equals_scoring_every_candidate_in_full():

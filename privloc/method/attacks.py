@@ -12,7 +12,11 @@ Every sampled memorised (`assoc`) span is attacked from its true prefix:
 - ``candidates``: the truth is ranked ≤ B among K same-category candidates by likelihood in context;
 - ``logit_lens`` (white-box; Patil, Hase & Bansal's head projection): every token of the span is within the
   top B of the final norm and unembedding applied to some block's output;
-- ``any``: the span falls to at least one black-box attack (greedy, beam, sample, candidates): the headline.
+- ``any``: the span falls to at least one black-box attack (greedy, beam, sample, candidates): the headline;
+- ``candidates_low``: the truth is among the B *least* likely of the same K + 1 strings. A removal that buries
+  the truth far below every alternative gives it away as surely as one that leaves it on top, so this bottom
+  tail is reported beside the top one (same chance, B/(K + 1)). It reads the same exact ranks and costs
+  nothing more; it is not part of ``any``, whose meaning stays that of the figures.
 
 Greedy, sample and the logit lens read one teacher-forced pass and are scored on `pass_spans` spans; beam
 search and candidate ranking cost more and run on the first `search_spans` of them, where ``any`` is scored.
@@ -220,6 +224,9 @@ def _success(frame: pd.DataFrame, budget: int) -> pd.DataFrame:
     beam = f"beam_{budget}"
     out["beam"] = frame[beam].astype(float) if beam in frame else np.nan
     out["candidates"] = np.where(frame["cand_rank"].notna(), (frame["cand_rank"] <= budget).astype(float), np.nan)
+    # The rank from the bottom: ties count half both ways, so it is n + 1 − the rank from the top.
+    from_bottom = frame["n_ranked"] + 1 - frame["cand_rank"]
+    out["candidates_low"] = np.where(frame["cand_rank"].notna(), (from_bottom <= budget).astype(float), np.nan)
     found = out.loc[frame["in_search"], ["greedy", "beam", "candidates"]].max(axis=1)
     # A deterministic attack that finds the span settles it; otherwise the sampler may still.
     out["any"] = np.nan
@@ -234,6 +241,7 @@ def summarize(frame: pd.DataFrame, budget: int) -> dict:
     ranked = search.dropna(subset=["cand_rank"])
     out = {f"leak_{a}": float(success[a].mean()) for a in ATTACKS if success[a].notna().any()}
     out["leak_any"] = float(success["any"].mean())
+    out["leak_candidates_low"] = float(success["candidates_low"].mean())
     out["budget"] = budget
     out["n_pass_spans"], out["n_search_spans"] = len(frame), len(search)
     out["leak_candidates_chance"] = float(np.mean(np.minimum(budget, ranked["n_ranked"]) / ranked["n_ranked"]))
