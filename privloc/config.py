@@ -142,9 +142,10 @@ class AttackConfig:
     temperature: float = 1.0
     n_candidates: int = 100  # K: same-category, same-length alternatives ranked against the truth
     pool_size: int = 3000  # values generated per category, from which each span's K are drawn
-    # Spans scored by the teacher-forced attacks (greedy, sample, logit lens); None: every eligible assoc span,
-    # which costs one pass over the documents that hold them and gives Table 1's exact match as well.
-    pass_spans: int | None = None
+    # Spans scored by the teacher-forced attacks (greedy, sample, logit lens), a seeded sample of the eligible assoc
+    # spans (None: every one, ~2,100 per default corpus, which was 40% of a state's suite run). The first
+    # `search_spans` of the sample are the same whatever its size, so beam, candidates and `any` do not change.
+    pass_spans: int | None = 600
     search_spans: int = 100  # the first of those, also scored by beam search and candidates (and `any`)
     calibration_spans: int = 200  # spans ranked per case of Table 5 (candidates only)
     seed: int = 0
@@ -158,6 +159,10 @@ class StudyConfig:
     """Sizes of the comparisons of notebooks 06 (mitigation) and 07 (injection benchmark)."""
 
     n_random_seeds: int = 3
+    # Localisations and attacked model states the notebooks ask for at once run as one-thread processes side by
+    # side (privloc.study.workers): ~1.6 times the throughput of one two-thread process on the small victims. Off
+    # for the 135M victim, whose matrices two threads share well and whose copies would double the memory.
+    side_by_side: bool = True
     # Headline numbers (Table 1, Fig. 2, notebook 03's check) are means over this many localisation seeds.
     n_localization_seeds: int = 3
     ig_steps: int = 16  # Riemann steps of integrated gradients
@@ -232,7 +237,7 @@ PRETRAINED = Profile(
     localize=LocalizeConfig(steps=60, autocast="bfloat16"),
     # One localisation seed (the small victims have three): a second costs a mask and six attacked states more.
     # Integrated gradients over 16 documents with 8 Riemann steps (64 and 16 on the small victims).
-    study=StudyConfig(n_localization_seeds=1, ig_steps=8, ig_rows=16),
+    study=StudyConfig(n_localization_seeds=1, ig_steps=8, ig_rows=16, side_by_side=False),
     # The suite in bf16 on 200 assoc spans (the teacher-forced attacks), the first 80 of them also attacked by beam
     # search and candidate ranking: ~80 s per model state. With 400 / 100 spans it took 118 s (pass 47 s, beam 36 s,
     # candidates 34 s); all ~2,100 spans, as the small victims' suite runs, would take minutes per state.

@@ -12,7 +12,7 @@ from privloc import devices
 from privloc.config import Profile
 from privloc.method import baselines
 from privloc.study.pipeline import Victim, deactivation_effect, memorisation_metrics
-from privloc.study.state_attacks import state_row
+from privloc.study.state_attacks import prepare, state_row
 
 RANKED_BASELINES = ("activation", "integrated_gradients")
 # Metrics whose spread over neuron sets (seeds) Table 1 reports as `<metric>_std`.
@@ -60,6 +60,14 @@ def baseline_rankings(v: Victim, masker, kinds=("assoc",), ig_steps: int = 16, i
         }
 
 
+def first_seed_states(run, rankings: dict[str, np.ndarray]) -> dict[str, np.ndarray | None]:
+    """The states of one localisation run that Table 4 attacks at every budget: the victim, our mask and its
+    controls, and each baseline's ranking matched to our mask."""
+    controls = control_sets(run)
+    return {"original": None, **controls,
+            **{m: matched_top_k(r, run.masker, controls["privloc"]) for m, r in rankings.items()}}
+
+
 def mitigation_rows(v: Victim, neuron_sets: dict[str, list[np.ndarray]], components, profile: Profile,
                     progress: bool = True) -> pd.DataFrame:
     """One row per method: its neuron set(s) switched off, every metric and attack (mean and std over sets).
@@ -67,6 +75,8 @@ def mitigation_rows(v: Victim, neuron_sets: dict[str, list[np.ndarray]], compone
     The first row is the victim itself (`original`). Each set is one model state of the attack suite,
     cached (state_attacks.attack), so states that notebook 03 already attacked are read back.
     """
+    prepare(profile, [(v, None, components)] + [(v, ids, components) for sets in neuron_sets.values() for ids in sets],
+            progress=progress)
     original = state_row(v, profile, None, components)
     rows = [{"method": "original", "n_neurons": 0, **original, "n_sets": 1,
              **{f"{m}_std": 0.0 for m in SPREAD}}]
@@ -147,6 +157,8 @@ def sensitivity(v: Victim, masker, rankings: dict[str, np.ndarray], ks, profile:
 
     At the k of `attack_ks` the whole attack suite runs too (column `leak_any`; NaN elsewhere).
     """
+    prepare(profile, [(v, ranking[:k], masker.components) for ranking in rankings.values() for k in ks
+                      if k in attack_ks], progress=progress)
     rows = []
     precision = profile.attack.autocast  # the passes outside the suite run as its own do
     bar = tqdm(total=len(rankings) * len(ks), desc="sensitivity", disable=not progress, leave=False)

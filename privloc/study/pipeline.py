@@ -6,17 +6,12 @@ notebook can run alone.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from privloc import artifacts, devices
 from privloc.config import Profile
@@ -31,6 +26,7 @@ from privloc.method.mitigate import masked
 from privloc.method.model import build_model, load_model, pick_device, train_victim
 from privloc.method.tokenizer import Encoded, encode_records, load_tokenizer, train_tokenizer
 from privloc.study.holdout import holdout_rows
+from privloc.study.workers import cores, run_jobs, threads
 
 
 @dataclass
@@ -51,6 +47,8 @@ class Victim:
     history: list[dict]
     path: Path
     train_seconds: float
+    source: str = ""  # what victim() was asked for: a worker process rebuilds the victim from it
+    scrubbed: bool = False
 
 
 def _source_id(source: str) -> str:
@@ -150,18 +148,6 @@ def memorisation_metrics(model, data: Corpus, batch_size: int = 32, kinds: Seque
     return {**report, **perplexity(model, data.enc_valid, batch_size=batch_size, autocast=autocast)}
 
 
-@contextmanager
-def _threads(n: int | None):
-    """torch's CPU thread count set to `n` (None: unchanged) inside the block."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _victim_folder(data: Corpus, profile: Profile, scrubbed: bool) -> tuple[str, str]:
     key = artifacts.config_key(data.path.name, profile.model.cache_key(), profile.train.cache_key(),
                                "scrubbed" if scrubbed else "")
@@ -187,7 +173,7 @@ def victim(source: str, profile: Profile, progress: bool = True, scrubbed: bool 
         # over the corpus every `eval_every` steps.
         train_cfg = replace(profile.train, eval_every=profile.train.steps) if scrubbed else profile.train
         start = time.perf_counter()
-        with _threads(profile.train.threads if device.type == "cpu" else None):
+        with threads(profile.train.threads if device.type == "cpu" else None):
             # A pretrained victim's history also scores the validation cast: its guessing is not zero.
             # The evaluations run in the training's precision (fp32 for the small victims).
             history = train_victim(model, train_enc, train_cfg, lambda m: memorisation_metrics(
@@ -202,42 +188,29 @@ def victim(source: str, profile: Profile, progress: bool = True, scrubbed: bool 
     path = artifacts.cached_dir(*_victim_folder(data, profile, scrubbed), build)
     info = artifacts.read_json(path / "history.json")
     model = devices.place(load_model(path / "model"), device).eval()
-    return Victim(data, model, info["history"], path, info["train_seconds"])
+    return Victim(data, model, info["history"], path, info["train_seconds"], source, scrubbed)
 
 
-def _train_in_worker(source: str, profile: Profile, scrubbed: bool) -> tuple[str, bool]:
+def _train_quietly(source: str, profile: Profile, scrubbed: bool) -> None:
     victim(source, profile, progress=False, scrubbed=scrubbed)
-    return source, scrubbed
 
 
 def prepare_victims(sources: Sequence[str], profile: Profile, scrubbed: Sequence[str] = (),
                     workers: int | None = None, progress: bool = True) -> None:
     """Train every victim of `sources` (and the scrubbed references of `scrubbed`) that the cache lacks.
 
-    On a CPU the trainings run `workers` at a time in separate processes (default: one per available core,
-    as each trains on `profile.train.threads` threads); a victim's weights are the same either way. On a GPU
-    they run one after the other in this process. Afterwards `victim()` loads them from the cache.
+    On a CPU the trainings run side by side in separate processes (study.workers; each trains on
+    `profile.train.threads` threads); a victim's weights are the same either way. On a GPU they run one after
+    the other in this process. Afterwards `victim()` loads them from the cache.
     """
     # Each corpus is built here, once, rather than by two workers at the same time.
     data = {source: corpus(source, profile) for source in dict.fromkeys([*sources, *scrubbed])}
     jobs = [(s, False) for s in sources] + [(s, True) for s in scrubbed]
-    todo = [(s, is_scrubbed) for s, is_scrubbed in jobs
+    todo = [(_train_quietly, (s, profile, is_scrubbed), {}) for s, is_scrubbed in jobs
             if not artifacts.is_cached(*_victim_folder(data[s], profile, is_scrubbed))]
-    if not todo:
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = profile.train.threads or torch.get_num_threads()
-    workers = min(workers or max(1, cores // threads), len(todo))
-    if pick_device(profile.device).type != "cpu" or workers == 1:
-        for source, is_scrubbed in todo:
-            victim(source, profile, progress=progress, scrubbed=is_scrubbed)
-        return
-    # spawn, not fork: a forked child would inherit torch's thread pool in whatever state the parent left it.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_train_in_worker, source, profile, is_scrubbed) for source, is_scrubbed in todo]
-        for future in tqdm(as_completed(futures), total=len(futures), desc=f"victims ({workers} at a time)",
-                           disable=not progress, leave=False):
-            future.result()
+    per_job = profile.train.threads or torch.get_num_threads()
+    run_jobs(todo, pick_device(profile.device).type == "cpu", "victims", progress,
+             workers or max(1, cores() // per_job))
 
 
 def localization(source: str, profile: Profile, categories: tuple[str, ...] | None = None,
@@ -247,9 +220,8 @@ def localization(source: str, profile: Profile, categories: tuple[str, ...] | No
     `overrides` replace fields of the profile's LocalizeConfig (e.g. seed=1, steps=50). With `holdout` set,
     the gates learn on the documents `holdout.holdout_rows` leaves in (`holdout_split` gives both parts).
     """
-    cfg = replace(profile.localize, **overrides)
-    categories = tuple(categories) if categories else None
     v = victim(source, profile, progress=progress)
+    cfg, categories, key = _mask_key(v, profile, categories, overrides)
 
     def build(folder: Path) -> None:
         enc = v.corpus.enc_train
@@ -259,11 +231,42 @@ def localization(source: str, profile: Profile, categories: tuple[str, ...] | No
         loc.masker.save(folder / "mask", meta={"history": loc.history, "seconds": loc.seconds,
                                                "categories": categories, "config": asdict(cfg)})
 
-    key = artifacts.config_key(v.path.name, cfg, categories)
     path = artifacts.cached_dir(f"mask/{v.corpus.name}", key, build)
     masker = NeuronMasker.from_file(v.model, path / "mask")
     meta = artifacts.read_json(path / "mask.json")["meta"]
     return Localization(masker, meta["history"], meta["seconds"], cfg, categories)
+
+
+def _mask_key(v: Victim, profile: Profile, categories, overrides: dict):
+    cfg = replace(profile.localize, **overrides)
+    categories = tuple(categories) if categories else None
+    return cfg, categories, artifacts.config_key(v.path.name, cfg, categories)
+
+
+def _localize_quietly(source: str, profile: Profile, kwargs: dict) -> None:
+    localization(source, profile, progress=False, **kwargs)
+
+
+def seeded(sources: Sequence[str], profile: Profile, **overrides) -> list[tuple[str, dict]]:
+    """The localisations localizations() runs for each source: one per seed of the profile."""
+    base = overrides.pop("seed", profile.localize.seed)
+    return [(source, {**overrides, "seed": base + i}) for source in sources
+            for i in range(profile.study.n_localization_seeds)]
+
+
+def prepare_localizations(profile: Profile, requests: Sequence[tuple[str, dict]], progress: bool = True) -> None:
+    """Run every requested localisation (source, localization() keywords) the cache lacks, side by side on a
+    CPU (study.workers); localization() then reads them back. The victims must be trained already."""
+    if not profile.study.side_by_side:
+        return
+    jobs = []
+    for source, kwargs in requests:
+        v = victim(source, profile, progress=False)
+        overrides = {k: val for k, val in kwargs.items() if k != "categories"}
+        _, _, key = _mask_key(v, profile, kwargs.get("categories"), overrides)
+        if not artifacts.is_cached(f"mask/{v.corpus.name}", key):
+            jobs.append((_localize_quietly, (source, profile, dict(kwargs)), {}))
+    run_jobs(jobs, pick_device(profile.device).type == "cpu", "localisations", progress)
 
 
 def holdout_split(data: Corpus, loc: Localization) -> tuple[list[int], list[int]]:
@@ -277,9 +280,8 @@ def holdout_split(data: Corpus, loc: Localization) -> tuple[list[int], list[int]
 def localizations(source: str, profile: Profile, progress: bool = True,
                   **overrides) -> list[Localization]:
     """Algorithm 1 under each of the profile's `n_localization_seeds` seeds (base seed, base + 1, ...), cached."""
-    base = overrides.pop("seed", profile.localize.seed)
-    return [localization(source, profile, progress=progress, seed=base + i, **overrides)
-            for i in range(profile.study.n_localization_seeds)]
+    return [localization(source, profile, progress=progress, **kwargs)
+            for _, kwargs in seeded([source], profile, **overrides)]
 
 
 def deactivation_effect(v: Victim, neuron_ids, components, autocast: str | None = None) -> dict:

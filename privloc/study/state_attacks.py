@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from privloc import artifacts
+from privloc import artifacts, devices
 from privloc.config import AttackConfig, Profile
 from privloc.corpora.data import CATEGORIES
 from privloc.method.attacks import AttackResult, attack_suite, beam_attack, exposure_table
 from privloc.method.candidates import CandidateSets, candidate_pool
 from privloc.method.metrics import perplexity
 from privloc.method.mitigate import masked
-from privloc.study.pipeline import Victim
+from privloc.study.pipeline import Victim, victim
+from privloc.study.workers import run_jobs
 
 
 @cache
@@ -42,6 +43,44 @@ def candidate_sets(v: Victim, cfg: AttackConfig) -> CandidateSets:
     return _SETS[key]
 
 
+def _plain_ids(neuron_ids) -> list[int] | None:
+    return None if neuron_ids is None else np.sort(np.asarray(neuron_ids, dtype=np.int64)).tolist()
+
+
+def _state(v: Victim, label: str, split: str, ids, components, doc_rows, cfg: AttackConfig) -> list:
+    """What a cached suite run is keyed by (with the beam widths run alongside)."""
+    return [v.path.name, label, split, ids, list(components or ()), doc_rows, cfg]
+
+
+def _attack_quietly(source: str, scrubbed: bool, profile: Profile, ids, components, widths) -> None:
+    attack(victim(source, profile, progress=False, scrubbed=scrubbed), profile, ids, components, beam_widths=widths)
+
+
+def prepare(profile: Profile, states: list[tuple[Victim, object, object]], beam_widths: tuple[int, ...] | None = None,
+            progress: bool = True) -> None:
+    """Attack every (victim, neuron ids, components) state the cache lacks, side by side on a CPU (study.workers).
+
+    attack() and state_row() then read the results back. Only the victims' own states on their training
+    documents are prepared this way (no `rows`, `model`, `enc` or `split`).
+    """
+    cfg = profile.attack
+    if not profile.study.side_by_side:
+        return
+    jobs = []
+    for v, neuron_ids, components in states:
+        ids = _plain_ids(neuron_ids)
+        widths = (cfg.budget,) if beam_widths is None else tuple(sorted(set(beam_widths)))
+        state = _state(v, "", "train", ids, components, None, cfg)
+        keys = [artifacts.config_key(*state, tuple(w for w in widths if w == cfg.budget))]
+        keys += [artifacts.config_key(*state, "beam", w) for w in widths if w != cfg.budget]
+        if not v.source:
+            raise ValueError("this victim was not made by pipeline.victim(): attack it in this process")
+        if not all(artifacts.is_cached(f"attacks/{v.corpus.name}", key) for key in keys):
+            jobs.append((_attack_quietly, (v.source, v.scrubbed, profile, ids, components, beam_widths), {}))
+    run_jobs(jobs, devices.main_device(states[0][0].model).type == "cpu" if states else True, "model states",
+             progress)
+
+
 def attack(v: Victim, profile: Profile, neuron_ids=None, components=None, rows=None,
            beam_widths: tuple[int, ...] | None = None, model=None, label: str = "", split: str = "train",
            enc=None) -> AttackResult:
@@ -55,8 +94,7 @@ def attack(v: Victim, profile: Profile, neuron_ids=None, components=None, rows=N
     """
     cfg = profile.attack
     widths = (cfg.budget,) if beam_widths is None else tuple(sorted(set(beam_widths)))
-    ids = None if neuron_ids is None else np.sort(np.asarray(neuron_ids, dtype=np.int64)).tolist()
-    doc_rows = None if rows is None else sorted(int(r) for r in rows)
+    ids, doc_rows = _plain_ids(neuron_ids), None if rows is None else sorted(int(r) for r in rows)
     if (model is not None or enc is not None) and not label:
         raise ValueError("attacking another model or corpus than the victim's needs a label that names them")
     if split not in ("train", "valid"):
@@ -65,7 +103,7 @@ def attack(v: Victim, profile: Profile, neuron_ids=None, components=None, rows=N
     # The budget's beam search belongs to the suite's run; other widths (the budget sweep) are cached one by one
     # beside it, so a sweep reuses the state's suite run instead of repeating it.
     core_widths = tuple(w for w in widths if w == cfg.budget)
-    state = [v.path.name, label, split, ids, list(components or ()), doc_rows, cfg]
+    state = _state(v, label, split, ids, components, doc_rows, cfg)
     target = v.model if model is None else model
 
     def build(folder: Path) -> None:
