@@ -212,8 +212,8 @@ def test_the_pretrained_profile_sizes_the_audit_for_a_large_model():
     from privloc.command.commands import _attack_config
     from privloc.config import PRETRAINED
 
-    args = cli.build_parser().parse_args(["audit", "--model", "m", "--data", "echr", "--out", "o",
-                                          "--profile", "pretrained"])
+    args = cli.resolve_profile(cli.build_parser().parse_args(["audit", "--model", "m", "--data", "echr", "--out", "o",
+                                                              "--profile", "pretrained"]))
     cfg = _attack_config(args)
     assert cfg.autocast == "bfloat16" and cfg.pass_spans == PRETRAINED.attack.pass_spans
     assert cfg.search_spans < (cfg.pass_spans or 10**9)

@@ -20,12 +20,13 @@ def test_prepared_localizations_and_states_are_read_back_without_computing_again
     from privloc.study import pipeline, state_attacks
     from privloc.study.method_comparison import control_sets
 
-    requests = pipeline.seeded(["echr"], smoke) + [("echr", {"categories": ("NAME",), "steps": 3})]
+    requests = pipeline.seeded(["echr"], smoke) + [("echr", {"categories": ("PERSON",), "steps": 3})]
     assert [kw["seed"] for _, kw in requests[:-1]] == list(range(smoke.study.n_localization_seeds))
     pipeline.prepare_localizations(smoke, requests, progress=False)
     v = pipeline.victim("echr", smoke, progress=False)
     assert (v.source, v.scrubbed) == ("echr", False)
-    states = [(v, ids, None) for ids in [None, np.arange(5), np.arange(5, 12)]]
+    components = pipeline.localizations("echr", smoke, progress=False)[0].masker.components
+    states = [(v, ids, components) for ids in [None, np.arange(5), np.arange(5, 12)]]
     state_attacks.prepare(smoke, states, progress=False)
 
     def computed(*args, **kwargs):
@@ -35,7 +36,7 @@ def test_prepared_localizations_and_states_are_read_back_without_computing_again
     monkeypatch.setattr(state_attacks, "attack_suite", computed)
     runs = pipeline.localizations("echr", smoke, progress=False)
     assert len(runs) == smoke.study.n_localization_seeds
-    pipeline.localization("echr", smoke, categories=("NAME",), steps=3, progress=False)
+    pipeline.localization("echr", smoke, categories=("PERSON",), steps=3, progress=False)
     for _, ids, components in states:
         assert state_attacks.attack(v, smoke, ids, components).per_span["in_search"].any()
     # What is cached stays cached: nothing to do, and no worker is started.
@@ -55,5 +56,5 @@ def test_side_by_side_off_leaves_the_work_to_the_caller(smoke, monkeypatch):
     off = replace(smoke, study=replace(smoke.study, side_by_side=False))
     pipeline.prepare_localizations(off, pipeline.seeded(["echr"], off), progress=False)
     v = pipeline.victim("echr", off, progress=False)
-    state_attacks.prepare(off, [(v, np.arange(3), None)], progress=False)
+    state_attacks.prepare(off, [(v, np.arange(3), ("mlp.in",))], progress=False)
     assert not list((pipeline.artifacts.cache_root() / "mask").glob("*/*"))

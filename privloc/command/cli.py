@@ -158,6 +158,14 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt  # a kill (SIGTERM) cleans up as Ctrl-C does
 
 
+def resolve_profile(args):
+    """The --profile name turned into its Profile, here, once: every command reads the object."""
+    from privloc.config import get_profile
+
+    args.profile = get_profile(args.profile)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -170,9 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     from privloc.command import commands, inputs
-    from privloc.config import get_profile
 
-    args.profile = get_profile(args.profile)  # resolved here, once; every command reads the Profile object
+    resolve_profile(args)
     if args.command == "train" and args.width % args.heads:
         return _fail(args.command, f"--width {args.width} is not a multiple of --heads {args.heads}")
     previous = signal.signal(signal.SIGTERM, _interrupt)
