@@ -28,9 +28,13 @@ def records(build_dir, stems: list[str]) -> dict[str, dict]:
     """The peak/timing record of each executed notebook in `stems` (absent: not executed or no record)."""
     out = {}
     for stem in stems:
-        path = Path(build_dir) / f"{stem}.peak.json"
-        if path.exists() and (Path(build_dir) / f"{stem}.ipynb").exists():
+        path, executed = Path(build_dir) / f"{stem}.peak.json", Path(build_dir) / f"{stem}.ipynb"
+        if path.exists() and executed.exists():
             out[stem] = json.loads(path.read_text())
+            if "seconds" not in out[stem]:  # a record of an older privloc: papermill's own duration
+                duration = json.loads(executed.read_text()).get("metadata", {}).get("papermill", {}).get("duration")
+                if duration is not None:
+                    out[stem]["seconds"] = duration
     return out
 
 

@@ -1,0 +1,48 @@
+"""Editing the privacy neurons' weights instead of zeroing them (privloc.method.removal)."""
+
+import numpy as np
+import torch
+from helpers import tiny_corpus, tiny_model
+
+from privloc.method.masking import COMPONENTS, NeuronMasker
+from privloc.method.mitigate import deactivate
+from privloc.method.removal import EditConfig, edit_units, unit_weight_masks
+
+
+def _pii_logprob(model, enc):
+    with torch.no_grad():
+        logp = model(enc.input_ids, attention_mask=enc.attention_mask).logits[:, :-1].log_softmax(-1)
+    pii = enc.target_mask(("assoc",))[:, : logp.shape[1]]
+    return logp.gather(-1, enc.input_ids[:, 1:, None]).squeeze(-1)[pii].sum().item()
+
+
+def test_the_unit_masks_cover_exactly_what_deactivation_zeroes():
+    model = tiny_model()
+    ids = np.array([0, 3, 20, 40, 70])
+    masks = unit_weight_masks(model, ids, COMPONENTS)
+    zeroed = deactivate(model, ids, COMPONENTS)
+    for (name, p), q in zip(model.named_parameters(), zeroed.parameters(), strict=True):
+        changed = (p != q).float()
+        if p in masks:
+            assert torch.equal(changed, masks[p] * (p != 0).float()), name
+        else:
+            assert not changed.any(), name
+
+
+def test_an_edit_moves_only_the_units_and_lowers_the_memorised_pii():
+    model, enc = tiny_model(seed=3), tiny_corpus()
+    ids = np.random.default_rng(0).choice(len(NeuronMasker(model).ranking()), 24, replace=False)
+    # The tiny model has memorised nothing, so p(PII) is small and unlikelihood has next to no gradient: the
+    # clipped negative cross-entropy pushes the same tokens down from any starting point.
+    cfg = EditConfig(steps=30, batch_size=2, lr=1e-2, keep_weight=0.1, loss="neg_ce")
+    edited = edit_units(model, enc, ids, COMPONENTS, cfg, progress=False)
+    masks = unit_weight_masks(model, ids, COMPONENTS)
+    for p, q in zip(model.parameters(), edited.parameters(), strict=True):
+        outside = (p != q) & ~(masks[p].bool() if p in masks else torch.zeros_like(p, dtype=torch.bool))
+        assert not outside.any()
+    assert any((p != q).any() for p, q in zip(model.parameters(), edited.parameters(), strict=True))
+    assert _pii_logprob(edited, enc) < _pii_logprob(model, enc) - 1.0
+    # Every weight: the unconstrained reference moves more than the units alone.
+    everything = edit_units(model, enc, None, COMPONENTS, cfg, progress=False)
+    assert _pii_logprob(everything, enc) < _pii_logprob(model, enc) - 1.0
+    assert all(not p.requires_grad for p in edited.parameters())
