@@ -20,7 +20,7 @@ ifeq ($(PROFILE)$(FIGDIR),defaultfigures)
 PUBLISH := docs/notebooks
 endif
 # The paper's figures and tables (Figs. 1-5, Tables 1-2 and their controls) come from notebooks 01-06; every
-# study beyond the paper has a target of its own (injection, architectures, objectives, pretrained).
+# study beyond the paper has a target of its own (injection, architectures, objectives, pretrained, removal).
 NOTEBOOKS := $(sort $(wildcard notebooks/0[1-6]_*.ipynb))
 EXECUTED := $(patsubst notebooks/%.ipynb,$(BUILD)/%.ipynb,$(NOTEBOOKS))
 # The maintainer tools (privloc/tools/) measure, check and publish the pipeline's results; they do not change
@@ -31,7 +31,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup figures all injection architectures objectives pretrained test lint lab html bench check clean lock
+.PHONY: setup figures all injection architectures objectives pretrained removal test lint lab html bench check clean lock
 .DEFAULT_GOAL := figures
 
 # The exact versions of requirements.lock (torch first, so that its local CPU wheel is the one chosen), then
@@ -73,10 +73,13 @@ objectives: $(BUILD)/09_objectives.ipynb
 # Notebook 10: SmolLM2-135M (installed by `make setup`) fine-tuned on a corpus, and the whole study on it
 # (figures/pretrained_*); the fine-tuning is about half of its time (figures/bench.md).
 pretrained: $(BUILD)/10_pretrained.ipynb
+# Notebook 11: deactivation, editing, unlearning and scrubbing against the attack suite, on the small echr victim
+# and on the pretrained one (figures/removal_*); it reuses notebook 10's fine-tuned model when cached.
+removal: $(BUILD)/11_removal.ipynb
 
 # One after the other (two cores: one heavy job at a time).
 all: figures
-	$(MAKE) --no-print-directory injection architectures objectives pretrained
+	$(MAKE) --no-print-directory injection architectures objectives pretrained removal
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

@@ -155,6 +155,36 @@ class AttackConfig:
 
 
 @dataclass(frozen=True)
+class EditConfig:
+    """Editing weights to forget the memorised PII (privloc.method.removal): the units' weights only, or all."""
+
+    steps: int = 100
+    batch_size: int = 8
+    lr: float = 1e-3
+    keep_weight: float = 5.0  # the non-PII cross-entropy's weight: the utility the edit must keep
+    # On every token of each memorised span (localize.pii_loss); "overwrite": the plain cross-entropy of text
+    # whose PII was substituted with fresh values (the removal study gives such text).
+    loss: str = "unlikelihood"
+    seed: int = 0
+    autocast: str | None = None  # "bfloat16": forward and backward in bf16, the weights and Adam's state fp32
+
+
+@dataclass(frozen=True)
+class RemovalConfig:
+    """Notebook 11's removals: how strong each one is taken, for the trade-off curves."""
+
+    shares: tuple[float, ...] = (0.02, 0.05, 0.1)  # deactivation: the top of our ranking, as shares of the units
+    # An edit is judged after each of these step counts (one run; the last is the table's headline). On the
+    # default enron victim, 100 steps of 8 documents took greedy extraction from 0.96 to 0.02.
+    edit_steps: tuple[int, ...] = (25, 50, 100)
+    edit: EditConfig = field(default_factory=EditConfig)
+    # Which re-training removals run (privloc.study.removal_study.EDITS): "edit" (unlikelihood on our units and
+    # random ones), "overwrite" (substituted values on the same units), "unlearn" (unlikelihood on every weight).
+    methods: tuple[str, ...] = ("edit", "overwrite", "unlearn")
+    overwrite_copies: int = 8  # substituted copies of each document, each with its own fresh values
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """Sizes of the comparisons of notebooks 06 (mitigation) and 07 (injection benchmark)."""
 
@@ -203,6 +233,7 @@ class Profile:
     localize: LocalizeConfig = field(default_factory=LocalizeConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    removal: RemovalConfig = field(default_factory=RemovalConfig)
     datasets: tuple[str, ...] = ("enron", "echr", "yelp_health")
     device: str = "cpu"
 
@@ -242,6 +273,10 @@ PRETRAINED = Profile(
     # search and candidate ranking: ~80 s per model state. With 400 / 100 spans it took 118 s (pass 47 s, beam 36 s,
     # candidates 34 s); all ~2,100 spans, as the small victims' suite runs, would take minutes per state.
     attack=AttackConfig(autocast="bfloat16", pass_spans=200, search_spans=80),
+    # One strength per edit and no overwrite: each attacked state costs minutes here. Adam at 1e-4, a tenth of
+    # the small victims' rate, as the fine-tuning itself ran at 3e-4.
+    removal=RemovalConfig(shares=(0.05,), edit_steps=(30,), methods=("edit", "unlearn"),
+                          edit=EditConfig(batch_size=8, lr=1e-4, autocast="bfloat16")),
 )
 
 PROFILES: dict[str, Profile] = {
@@ -257,6 +292,7 @@ PROFILES: dict[str, Profile] = {
                           injection_share=0.05, injection_subjects=1, injection_docs=2, injection_max_steps=3,
                           injection_localize_steps=3),
         attack=AttackConfig(sweep=(1, 10), n_candidates=10, pool_size=60, pass_spans=12, search_spans=6),
+        removal=RemovalConfig(shares=(0.05, 0.1), edit_steps=(2, 4), edit=EditConfig(batch_size=2)),
     ),
     "default": Profile(name="default"),
     "pretrained": PRETRAINED,
@@ -281,7 +317,8 @@ PROFILES["pretrained-smoke"] = replace(
     train=replace(PRETRAINED.train, steps=2, eval_every=1, warmup=1, batch_size=4),
     localize=replace(PROFILES["smoke"].localize, steps=2, autocast="bfloat16"),
     study=replace(PROFILES["smoke"].study, n_localization_seeds=1, n_random_seeds=1),
-    attack=replace(PROFILES["smoke"].attack, pass_spans=6, search_spans=3, calibration_spans=6, autocast="bfloat16"))
+    attack=replace(PROFILES["smoke"].attack, pass_spans=6, search_spans=3, calibration_spans=6, autocast="bfloat16"),
+    removal=replace(PRETRAINED.removal, edit_steps=(2,), edit=replace(PRETRAINED.removal.edit, batch_size=2)))
 
 
 def pretrained_profile(name: str) -> str:

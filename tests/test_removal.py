@@ -6,7 +6,7 @@ from helpers import tiny_corpus, tiny_model
 
 from privloc.method.masking import COMPONENTS, NeuronMasker
 from privloc.method.mitigate import deactivate
-from privloc.method.removal import EditConfig, edit_units, unit_weight_masks
+from privloc.method.removal import EditConfig, edit_path, edit_units, unit_weight_masks
 
 
 def _pii_logprob(model, enc):
@@ -46,3 +46,33 @@ def test_an_edit_moves_only_the_units_and_lowers_the_memorised_pii():
     everything = edit_units(model, enc, None, COMPONENTS, cfg, progress=False)
     assert _pii_logprob(everything, enc) < _pii_logprob(model, enc) - 1.0
     assert all(not p.requires_grad for p in edited.parameters())
+
+
+def test_the_path_of_one_edit_holds_each_strength_it_passes_through():
+    model, enc = tiny_model(seed=3), tiny_corpus()
+    ids = np.arange(0, 288, 12)
+    cfg = EditConfig(steps=6, batch_size=2, lr=1e-2, loss="neg_ce")
+    path = edit_path(model, enc, ids, COMPONENTS, cfg, at=(3, 6))
+    assert sorted(path) == [3, 6]
+    alone = edit_units(model, enc, ids, COMPONENTS, cfg, progress=False)
+    assert 0 < path[3].seconds <= path[6].seconds
+    for p, q, r in zip(path[6].model.parameters(), alone.parameters(), path[3].model.parameters(), strict=True):
+        assert torch.equal(p, q)
+        assert not r.requires_grad
+    assert any(not torch.equal(p, r) for p, r in zip(path[6].model.parameters(), path[3].model.parameters(),
+                                                      strict=True))
+
+
+def test_substitution_replaces_each_subjects_value_alike_within_a_document():
+    from privloc.corpora.data import substitute
+
+    text = "Ann Lee met Bob. Ann Lee called 555-1234 on 1 May."
+    record = {"text": text, "spans": [
+        {"start": 0, "end": 7, "category": "PERSON", "subject": "s1"},
+        {"start": 17, "end": 24, "category": "PERSON", "subject": "s1"},
+        {"start": 32, "end": 40, "category": "PHONE", "subject": "s1"},
+        {"start": 44, "end": 49, "category": "DATE", "subject": None}]}
+    (new,) = substitute([record], {"PERSON": ["Zed Quill"], "PHONE": ["999-000-1111"]}, np.random.default_rng(0))
+    got = [new["text"][s["start"]: s["end"]] for s in new["spans"]]
+    assert got == ["Zed Quill", "Zed Quill", "999-000-1111", "1 May"]
+    assert new["text"] == "Zed Quill met Bob. Zed Quill called 999-000-1111 on 1 May."

@@ -218,3 +218,29 @@ def scrub(records: Iterable[dict]) -> list[dict]:
         pieces.append(text[cursor:])
         scrubbed.append({**record, "text": "".join(pieces), "spans": []})
     return scrubbed
+
+
+def substitute(records: Iterable[dict], values: dict[str, list[str]], rng) -> list[dict]:
+    """The records with every data subject's PII replaced by a value drawn (with `rng`) from `values` of its
+    category: the text an "overwrite" removal trains on. Within a document a value is replaced alike wherever it
+    recurs; one-off PII (no subject) is left as it is."""
+    out = []
+    for record in records:
+        text, cursor, pieces, spans, drawn = record["text"], 0, [], [], {}
+        for span in sorted(record["spans"], key=lambda s: s["start"]):
+            original = text[span["start"]: span["end"]]
+            new = original
+            if span.get("subject") is not None:
+                key = (span["category"], original)
+                if key not in drawn:
+                    pool = values[span["category"]]
+                    drawn[key] = pool[int(rng.integers(len(pool)))]
+                new = drawn[key]
+            pieces.append(text[cursor: span["start"]])
+            start = sum(len(p) for p in pieces)
+            pieces.append(new)
+            spans.append({**span, "start": start, "end": start + len(new)})
+            cursor = span["end"]
+        pieces.append(text[cursor:])
+        out.append({**record, "text": "".join(pieces), "spans": spans})
+    return out

@@ -13,13 +13,16 @@ units with the same budget says whether the localisation helps the removal at al
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from privloc import devices
+from privloc.config import EditConfig
 from privloc.method.localize import pii_loss
 from privloc.method.masking import COMPONENTS
 from privloc.method.mitigate import _drop_masker_hooks, output_axis, unit_columns
@@ -27,14 +30,9 @@ from privloc.method.model import length_grouped_batches, next_token_logits, trim
 from privloc.method.tokenizer import Encoded
 
 
-@dataclass(frozen=True)
-class EditConfig:
-    steps: int = 100
-    batch_size: int = 8
-    lr: float = 1e-3
-    keep_weight: float = 5.0  # the non-PII cross-entropy's weight: the utility the edit must keep
-    loss: str = "unlikelihood"  # on every token of each memorised span (localize.pii_loss)
-    seed: int = 0
+class Edited(NamedTuple):
+    model: torch.nn.Module
+    seconds: float  # of the edit up to this strength
 
 
 def unit_weight_masks(model: torch.nn.Module, neuron_ids, components: Sequence[str] = COMPONENTS
@@ -52,8 +50,19 @@ def unit_weight_masks(model: torch.nn.Module, neuron_ids, components: Sequence[s
 def edit_units(model: torch.nn.Module, enc: Encoded, neuron_ids=None, components: Sequence[str] = COMPONENTS,
                cfg: EditConfig | None = None, progress: bool = True) -> torch.nn.Module:
     """A copy of `model` whose units' weights (every weight with `neuron_ids` None) are re-trained to forget the
-    memorised (`assoc`) PII of `enc`; the original is left as it is."""
+    memorised (`assoc`) PII of `enc`; the original is left as it is. With `cfg.loss` "overwrite", `enc` is text
+    whose PII was substituted (corpora.data.substitute) and the objective is its plain cross-entropy."""
     cfg = cfg or EditConfig()
+    return edit_path(model, enc, neuron_ids, components, cfg, (cfg.steps,), progress)[cfg.steps].model
+
+
+def edit_path(model: torch.nn.Module, enc: Encoded, neuron_ids, components: Sequence[str], cfg: EditConfig,
+              at: Sequence[int], progress: bool = True) -> dict[int, Edited]:
+    """The edit of edit_units after each step count in `at` (one run, a copy kept at each count): the same
+    removal at several strengths, for a trade-off curve."""
+    at = sorted(set(int(a) for a in at))
+    if not at or at[0] < 1:
+        raise ValueError(f"step counts must be positive, got {at}")
     edited = copy.deepcopy(model)
     _drop_masker_hooks(edited)
     device = next(edited.parameters()).device
@@ -67,28 +76,40 @@ def edit_units(model: torch.nn.Module, enc: Encoded, neuron_ids=None, components
     optimizer = torch.optim.Adam(trained, lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
+    overwrite = cfg.loss == "overwrite"
     pii_mask, keep_mask = enc.target_mask(("assoc",)), enc.nonpii_mask()
-    rows = pii_mask.any(dim=1).nonzero().flatten()
-    if len(rows) == 0:
+    rows = torch.arange(len(enc)) if overwrite else pii_mask.any(dim=1).nonzero().flatten()
+    if len(rows) == 0 or not pii_mask.any():
         raise ValueError("no memorised PII in this corpus: nothing to remove")
     batches = length_grouped_batches(enc.attention_mask[rows].sum(1), cfg.batch_size, generator)
     edited.eval()  # no dropout: the edit is judged on the deterministic model
-    for _ in tqdm(range(cfg.steps), desc="edit", disable=not progress, leave=False):
+    kept, start = {}, time.perf_counter()
+    for step in tqdm(range(1, at[-1] + 1), desc="edit", disable=not progress, leave=False):
         batch = rows[next(batches)]
         ids, attention = trim(enc.input_ids[batch], enc.attention_mask[batch])
         width = ids.shape[1] - 1
         ids, attention = ids.to(device), attention.to(device)
         pii, keep = pii_mask[batch, :width].to(device), keep_mask[batch, :width].to(device)
         targets = ids[:, 1:]
-        pii_logits, keep_logits = next_token_logits(edited, ids, attention, pii, keep)
-        loss = pii_loss(pii_logits.float(), targets[pii], cfg.loss) + cfg.keep_weight * F.cross_entropy(
-            keep_logits.float(), targets[keep])
+        if overwrite:  # plain language modelling of text whose PII was substituted
+            valid = attention[:, 1:].bool()
+            with devices.autocast(cfg.autocast, device):
+                logits = next_token_logits(edited, ids, attention, valid)
+            loss = F.cross_entropy(logits.float(), targets[valid])
+        else:
+            with devices.autocast(cfg.autocast, device):
+                pii_logits, keep_logits = next_token_logits(edited, ids, attention, pii, keep)
+            loss = pii_loss(pii_logits.float(), targets[pii], cfg.loss) + cfg.keep_weight * F.cross_entropy(
+                keep_logits.float(), targets[keep])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if masks is not None:
             for p, m in masks.items():
                 p.grad.mul_(m)
         optimizer.step()
-    for p in edited.parameters():
-        p.requires_grad_(False)
-    return edited
+        if step in at:
+            snapshot = copy.deepcopy(edited) if step != at[-1] else edited
+            for p in snapshot.parameters():
+                p.requires_grad_(False)
+            kept[step] = Edited(snapshot, time.perf_counter() - start)
+    return kept

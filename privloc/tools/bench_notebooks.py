@@ -19,7 +19,7 @@ from privloc.tools.markdown import table
 
 # Executed notebooks that `make figures` does not run, and the make target of each.
 SEPARATE = {"07_injection_benchmark": "injection", "08_architectures": "architectures", "09_objectives": "objectives",
-            "10_pretrained": "pretrained"}
+            "10_pretrained": "pretrained", "11_removal": "removal"}
 # A notebook that starts more than this long after the previous one ended belongs to another run.
 GAP_SECONDS = 120.0
 
