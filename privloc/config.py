@@ -24,6 +24,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The victim: a model trained from scratch of this shape and family, or a pretrained checkpoint."""
+
     n_layer: int = 4
     n_embd: int = 128
     n_head: int = 4
@@ -174,13 +176,16 @@ class RemovalConfig:
     """Notebook 11's removals: how strong each one is taken, for the trade-off curves."""
 
     shares: tuple[float, ...] = (0.02, 0.05, 0.1)  # deactivation: the top of our ranking, as shares of the units
-    # An edit is judged after each of these step counts (one run; the last is the table's headline). On the
-    # default enron victim, 100 steps of 8 documents took greedy extraction from 0.96 to 0.02.
-    edit_steps: tuple[int, ...] = (25, 50, 100)
+    # An edit is judged after each of these step counts (one run; the last is the table's headline). On the echr
+    # victim, 100 steps of 8 documents on our units took greedy extraction to 0.00-0.01 but left candidate
+    # ranking at 0.95; on every weight, to 0.66 (+2.2% perplexity): 400 steps show where the curves go.
+    edit_steps: tuple[int, ...] = (25, 100, 400)
     edit: EditConfig = field(default_factory=EditConfig)
     # Which re-training removals run (privloc.study.removal_study.EDITS): "edit" (unlikelihood on our units and
-    # random ones), "overwrite" (substituted values on the same units), "unlearn" (unlikelihood on every weight).
-    methods: tuple[str, ...] = ("edit", "overwrite", "unlearn")
+    # random ones), "edit-margin" (the margin loss instead: the truth pushed below 10 other tokens), "overwrite"
+    # (substituted values on the same units), "unlearn" (unlikelihood on every weight).
+    methods: tuple[str, ...] = ("edit", "edit-margin", "overwrite", "unlearn")
+    unlearn_lr: float | None = None  # Adam's rate when every weight is trained (None: the edit's)
     overwrite_copies: int = 8  # substituted copies of each document, each with its own fresh values
 
 
@@ -226,6 +231,9 @@ class StudyConfig:
 
 @dataclass(frozen=True)
 class Profile:
+    """Everything a run depends on; resolved once at the edge (notebook_profile, cli.resolve_profile) and
+    passed down as this object."""
+
     name: str
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -273,10 +281,11 @@ PRETRAINED = Profile(
     # search and candidate ranking: ~80 s per model state. With 400 / 100 spans it took 118 s (pass 47 s, beam 36 s,
     # candidates 34 s); all ~2,100 spans, as the small victims' suite runs, would take minutes per state.
     attack=AttackConfig(autocast="bfloat16", pass_spans=200, search_spans=80),
-    # One strength per edit and no overwrite: each attacked state costs minutes here. Adam at 1e-4, a tenth of
-    # the small victims' rate, as the fine-tuning itself ran at 3e-4.
-    removal=RemovalConfig(shares=(0.05,), edit_steps=(30,), methods=("edit", "unlearn"),
-                          edit=EditConfig(batch_size=8, lr=1e-4, autocast="bfloat16")),
+    # One strength per edit and no overwrite: each attacked state costs minutes here, an edit step ~6 s. On the
+    # learned echr documents, 30 steps on our 5% of units took the PII tokens' teacher-forced accuracy from 1.00
+    # to 0.99 at lr 1e-4 and to 0.10 at 1e-3; on every weight, 1e-4 took it to 0.03 (non-PII loss 0.238 → 0.241).
+    removal=RemovalConfig(shares=(0.05,), edit_steps=(30,), methods=("edit", "unlearn"), unlearn_lr=1e-4,
+                          edit=EditConfig(batch_size=8, lr=1e-3, autocast="bfloat16")),
 )
 
 PROFILES: dict[str, Profile] = {

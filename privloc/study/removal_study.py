@@ -44,8 +44,8 @@ LEAKS = ("leak_greedy", "leak_beam", "leak_sample", "leak_candidates", "leak_can
 SHOWN = ["method", "units", "strength", "documents", "leak_greedy", "leak_beam", "leak_candidates",
          "leak_candidates_low", "leak_any", "leak_logit_lens", "ppl_change_pct", "seconds"]
 # The re-training removals: method -> (objective of method.removal, the units whose weights it trains).
-EDITS = {"edit": ("unlikelihood", ("privloc", "random")), "overwrite": ("overwrite", ("privloc", "random")),
-         "unlearn": ("unlikelihood", ("all",))}
+EDITS = {"edit": ("unlikelihood", ("privloc", "random")), "edit-margin": ("margin", ("privloc", "random")),
+         "overwrite": ("overwrite", ("privloc", "random")), "unlearn": ("unlikelihood", ("all",))}
 # Substitute values come from a generator seed the candidate attack's pool (attack seed + 1) never uses.
 SUBSTITUTE_SEED_OFFSET = 1000
 
@@ -113,7 +113,8 @@ def compare(v: Victim, profile: Profile, run, floor=None, floor_label: str = "sc
               "seconds": 0.0, **r} for r in _rows(v, profile, parts, units["random"], components)]
     for method in cfg.methods:
         loss, which = EDITS[method]
-        edit = replace(cfg.edit, loss=loss)
+        lr = cfg.unlearn_lr if method == "unlearn" and cfg.unlearn_lr else cfg.edit.lr
+        edit = replace(cfg.edit, loss=loss, lr=lr)
         extra = (cfg.overwrite_copies,) if loss == "overwrite" else ()
         for unit_label in which:
             ids = units[unit_label]
@@ -127,6 +128,8 @@ def compare(v: Victim, profile: Profile, run, floor=None, floor_label: str = "sc
                  for r in _rows(v, profile, parts, None, None, model=floor, label=floor_label)]
     table = pd.DataFrame(rows)
     table["ppl_change_pct"] = 100 * (table["ppl_nonpii"] / table.loc[0, "ppl_nonpii"] - 1)
+    # A removal on our units needs the localisation first; `seconds` is the removal's own time.
+    table["localisation_seconds"] = np.where(table["units"] == "privloc", run.seconds, 0.0)
     return table
 
 
@@ -191,7 +194,8 @@ def chance(table: pd.DataFrame) -> float:
 
 
 # One colour per removal; our units drawn bold with circles, matched random units thin with crosses.
-COLORS = {"deactivate": OKABE_ITO[4], "edit": OKABE_ITO[5], "overwrite": OKABE_ITO[6], "unlearn": OKABE_ITO[2]}
+COLORS = {"deactivate": OKABE_ITO[4], "edit": OKABE_ITO[5], "edit-margin": OKABE_ITO[0], "overwrite": OKABE_ITO[6],
+          "unlearn": OKABE_ITO[2]}
 UNIT_STYLE = {"privloc": dict(lw=2, marker="o", alpha=1.0), "random": dict(lw=1, marker="x", alpha=0.7),
               "all": dict(lw=2, marker="D", alpha=1.0)}
 
@@ -243,8 +247,10 @@ def _floor(table: pd.DataFrame) -> pd.DataFrame:
 def findings(table: pd.DataFrame, kind: str, budget: int, tolerance: float = 0.05,
              max_ppl_change: float = 5.0) -> list[str]:
     """'What we found' for one victim kind, from its comparison table."""
-    ok = table[holds(table, tolerance, max_ppl_change)]
-    ok = ok[ok["method"].isin(list(COLORS))]
+    verdict = table.assign(ok=holds(table, tolerance, max_ppl_change))
+    verdict = verdict[verdict["method"].isin(list(COLORS))]
+    both = verdict.groupby(["method", "units", "strength"], sort=False)["ok"].all()
+    ok = both[both].index.tolist()
     top = strongest(table)
     floor = _floor(table)
     lines = [f"**{kind}.** Chance for the candidate attack is {chance(table):.2f} (B = {budget})"
@@ -258,15 +264,14 @@ def findings(table: pd.DataFrame, kind: str, budget: int, tolerance: float = 0.0
             f"{held['leak_greedy']:.2f}, candidates {learned['leak_candidates']:.2f} / {held['leak_candidates']:.2f}, "
             f"bottom tail {learned['leak_candidates_low']:.2f} / {held['leak_candidates_low']:.2f}, `leak_any` "
             f"{learned['leak_any']:.2f} / {held['leak_any']:.2f} (learned / held-out documents), perplexity "
-            f"{learned['ppl_change_pct']:+.1f}%, {learned['seconds']:.0f} s.")
-    if len(ok):
-        names = sorted({f"{_name(m, u)} ({s})" for m, u, s in zip(ok["method"], ok["units"], ok["strength"],
-                                                                  strict=True)})
-        lines.append(f"- Within {tolerance} of the floor on `leak_any`, the bottom tail at chance and at most "
-                     f"+{max_ppl_change:.0f}% perplexity, on some documents: {'; '.join(names)}.")
+            f"{learned['ppl_change_pct']:+.1f}%, {learned['seconds']:.0f} s"
+            + (f" after a localisation of {learned['localisation_seconds']:.0f} s." if units == "privloc" else "."))
+    criterion = (f"`leak_any` within {tolerance} of the floor, the bottom tail within {tolerance} of chance and at "
+                 f"most +{max_ppl_change:.0f}% perplexity, on the learned and the held-out documents alike")
+    if ok:
+        lines.append(f"- Holds ({criterion}): " + "; ".join(f"{_name(m, u)} ({s})" for m, u, s in ok) + ".")
     else:
-        lines.append(f"- No removal holds: none brings `leak_any` within {tolerance} of the floor with the bottom "
-                     f"tail at chance and at most +{max_ppl_change:.0f}% perplexity, on either document part.")
+        lines.append(f"- No removal holds ({criterion}).")
     helps = units_help(table)
     if len(helps):
         mean = helps.groupby("method")["d_leak_any"].mean()
