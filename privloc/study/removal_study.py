@@ -118,7 +118,7 @@ def compare(v: Victim, profile: Profile, run, floor=None, floor_label: str = "sc
         extra = (cfg.overwrite_copies,) if loss == "overwrite" else ()
         for unit_label in which:
             ids = units[unit_label]
-            key = artifacts.config_key(v.path.name, method, unit_label, state_attacks._plain_ids(ids), list(components),
+            key = artifacts.config_key(v.path.name, method, unit_label, state_attacks.plain_ids(ids), list(components),
                                        edit, cfg.edit_steps, parts["learned documents"], profile.attack, *extra)
             rows += [{"method": method, "units": unit_label, **r}
                      for r in _cached(v, key, lambda ids=ids, key=key, edit=edit: _edited_rows(

@@ -43,7 +43,7 @@ def candidate_sets(v: Victim, cfg: AttackConfig) -> CandidateSets:
     return _SETS[key]
 
 
-def _plain_ids(neuron_ids) -> list[int] | None:
+def plain_ids(neuron_ids) -> list[int] | None:
     return None if neuron_ids is None else np.sort(np.asarray(neuron_ids, dtype=np.int64)).tolist()
 
 
@@ -68,7 +68,7 @@ def prepare(profile: Profile, states: list[tuple[Victim, object, object]], beam_
         return
     jobs = []
     for v, neuron_ids, components in states:
-        ids = _plain_ids(neuron_ids)
+        ids = plain_ids(neuron_ids)
         widths = (cfg.budget,) if beam_widths is None else tuple(sorted(set(beam_widths)))
         state = _state(v, "", "train", ids, components, None, cfg)
         keys = [artifacts.config_key(*state, tuple(w for w in widths if w == cfg.budget))]
@@ -94,7 +94,7 @@ def attack(v: Victim, profile: Profile, neuron_ids=None, components=None, rows=N
     """
     cfg = profile.attack
     widths = (cfg.budget,) if beam_widths is None else tuple(sorted(set(beam_widths)))
-    ids, doc_rows = _plain_ids(neuron_ids), None if rows is None else sorted(int(r) for r in rows)
+    ids, doc_rows = plain_ids(neuron_ids), None if rows is None else sorted(int(r) for r in rows)
     if (model is not None or enc is not None) and not label:
         raise ValueError("attacking another model or corpus than the victim's needs a label that names them")
     if split not in ("train", "valid"):
