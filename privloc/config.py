@@ -172,6 +172,19 @@ class EditConfig:
 
 
 @dataclass(frozen=True)
+class RankEditConfig:
+    """Rank editing in vocabulary space (privloc.method.rank_edit, after REVS): which tokens, units and how far."""
+
+    tokens_per_span: int = 2  # the rarest tokens of each memorised span are demoted
+    layers: int = 2  # per target token: the layers whose residual stream ranks it highest
+    candidates: int = 50  # per layer: the units most active at the target's position
+    units_per_target: int = 5  # of those, the ones whose projection ranks the token highest are edited
+    demote_rank: int = 500  # an edited unit's projection ranks the token at least this low (capped by the vocabulary)
+    rounds: int = 8  # pseudo-inverse steps per unit at most
+    batch_size: int = 8  # documents read per forward pass
+
+
+@dataclass(frozen=True)
 class RemovalConfig:
     """Notebook 11's removals: how strong each one is taken, for the trade-off curves."""
 
@@ -186,6 +199,10 @@ class RemovalConfig:
     # default), "overwrite" (substituted values on the same units), "unlearn" (unlikelihood on every weight).
     methods: tuple[str, ...] = ("edit", "overwrite", "unlearn")
     unlearn_lr: float | None = None  # Adam's rate when every weight is trained (None: the edit's)
+    # The every-weight removals ("unlearn", "npo") judged at these step counts (None: edit_steps).
+    unlearn_steps: tuple[int, ...] | None = None
+    npo_beta: float = 0.1  # NPO's inverse temperature (Zhang et al. 2024 use 0.1)
+    rank_edit: RankEditConfig = field(default_factory=RankEditConfig)
     overwrite_copies: int = 8  # substituted copies of each document, each with its own fresh values
 
 

@@ -1,6 +1,7 @@
 """Editing the privacy neurons' weights instead of zeroing them (privloc.method.removal)."""
 
 import numpy as np
+import pytest
 import torch
 from helpers import tiny_corpus, tiny_model
 
@@ -76,3 +77,20 @@ def test_substitution_replaces_each_subjects_value_alike_within_a_document():
     got = [new["text"][s["start"]: s["end"]] for s in new["spans"]]
     assert got == ["Zed Quill", "Zed Quill", "999-000-1111", "1 May"]
     assert new["text"] == "Zed Quill met Bob. Zed Quill called 999-000-1111 on 1 May."
+
+
+def test_npo_starts_at_its_neutral_value_and_lowers_the_memorised_pii():
+    from privloc.method.model import next_token_logits
+    from privloc.method.removal import _npo_loss
+
+    model, enc = tiny_model(seed=3), tiny_corpus()
+    ids, attention = enc.input_ids[:4], enc.attention_mask[:4]
+    pii = enc.target_mask(("assoc",))[:4]
+    with torch.no_grad():
+        logits = next_token_logits(model, ids, attention, pii)
+    # Against itself the log-ratio is 0 for every document: -(2/β) log σ(0) = (2/β) log 2.
+    loss = _npo_loss(model, logits, ids, attention, pii, ids[:, 1:], 0.5, None, ids.device)
+    assert loss.item() == pytest.approx(4 * np.log(2), rel=1e-5)
+    cfg = EditConfig(steps=20, batch_size=2, lr=1e-2, keep_weight=0.1, loss="npo")
+    edited = edit_units(model, enc, None, COMPONENTS, cfg, progress=False)
+    assert _pii_logprob(edited, enc) < _pii_logprob(model, enc) - 1.0

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from privloc.study.removal_study import findings, holds, units_help
+from privloc.study.removal_verdict import findings, holds, units_help
 
 PARTS = ("learned documents", "held-out documents")
 

@@ -7,7 +7,14 @@ predicting ordinary text:
     L = unlikelihood of every memorised PII token + keep_weight · cross-entropy of the non-PII tokens
 
 With no neuron ids every weight is trained: the unconstrained unlearning reference. Editing matched random
-units with the same budget says whether the localisation helps the removal at all.
+units with the same budget says whether the localisation helps the removal at all. The loss "npo" replaces the
+unlikelihood with negative preference optimisation (Zhang, Lin, Bai & Mei 2024): each document's memorised PII
+is treated as a dispreferred answer against the model before the edit,
+
+    L_npo = -(2/β) · log σ(-β · (log p(PII | context) - log p_before(PII | context)))
+
+which pushes the PII's probability down quickly at first and then ever more gently, where gradient ascent
+keeps pushing until the model breaks.
 """
 
 from __future__ import annotations
@@ -57,9 +64,9 @@ def edit_units(model: torch.nn.Module, enc: Encoded, neuron_ids=None, components
 
 
 def edit_path(model: torch.nn.Module, enc: Encoded, neuron_ids, components: Sequence[str], cfg: EditConfig,
-              at: Sequence[int], progress: bool = True) -> dict[int, Edited]:
+              at: Sequence[int], progress: bool = True, npo_beta: float = 0.1) -> dict[int, Edited]:
     """The edit of edit_units after each step count in `at` (one run, a copy kept at each count): the same
-    removal at several strengths, for a trade-off curve."""
+    removal at several strengths, for a trade-off curve. `npo_beta` is β of the loss "npo"."""
     at = sorted(set(int(a) for a in at))
     if not at or at[0] < 1:
         raise ValueError(f"step counts must be positive, got {at}")
@@ -99,8 +106,11 @@ def edit_path(model: torch.nn.Module, enc: Encoded, neuron_ids, components: Sequ
         else:
             with devices.autocast(cfg.autocast, device):
                 pii_logits, keep_logits = next_token_logits(edited, ids, attention, pii, keep)
-            loss = pii_loss(pii_logits.float(), targets[pii], cfg.loss) + cfg.keep_weight * F.cross_entropy(
-                keep_logits.float(), targets[keep])
+            if cfg.loss == "npo":
+                forget = _npo_loss(model, pii_logits, ids, attention, pii, targets, npo_beta, cfg.autocast, device)
+            else:
+                forget = pii_loss(pii_logits.float(), targets[pii], cfg.loss)
+            loss = forget + cfg.keep_weight * F.cross_entropy(keep_logits.float(), targets[keep])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if masks is not None:
@@ -113,3 +123,18 @@ def edit_path(model: torch.nn.Module, enc: Encoded, neuron_ids, components: Sequ
                 p.requires_grad_(False)
             kept[step] = Edited(snapshot, time.perf_counter() - start)
     return kept
+
+
+def _npo_loss(reference, pii_logits, ids, attention, pii, targets, beta: float, autocast, device) -> torch.Tensor:
+    """NPO on each document's memorised PII: log-probabilities summed over the document's PII tokens, against
+    those of `reference` (the model before the edit)."""
+    doc = pii.nonzero()[:, 0]
+
+    def per_document(logits):
+        token = logits.float().log_softmax(-1).gather(-1, targets[pii][:, None]).squeeze(-1)
+        return torch.zeros(len(ids), device=token.device).index_add(0, doc, token)[doc.unique()]
+
+    with torch.no_grad(), devices.autocast(autocast, device):
+        before = per_document(next_token_logits(reference, ids, attention, pii))
+    ratio = per_document(pii_logits) - before
+    return -(2.0 / beta) * F.logsigmoid(-beta * ratio).mean()
