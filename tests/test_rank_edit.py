@@ -72,7 +72,14 @@ def test_demotion_moves_the_token_below_the_aimed_rank():
     scale = torch.randn(300, 16)
     back = torch.linalg.pinv(scale)
     leverage = (scale * back.T).sum(1)
-    vector = scale[7] * 3  # promotes token 7 above all
-    assert int(_ranks((scale @ vector)[None], torch.tensor([7]))[0]) == 1
-    new = _demote(vector, 7, scale, back, leverage, aim=100, rounds=20)
-    assert int(_ranks((scale @ new)[None], torch.tensor([7]))[0]) >= 100
+    vectors = torch.stack([scale[7] * 3, scale[7] * 2 + scale[3] * 0.2])  # both promote token 7 to the top
+    assert _ranks(vectors @ scale.T, torch.tensor([7, 7])).tolist() == [1, 1]
+    new = _demote(vectors, 7, scale, back, leverage, aim=100, rounds=20)
+    assert (_ranks(new @ scale.T, torch.tensor([7, 7])) >= 100).all()
+    # Of the moves that lower token 7's score as much, it is the one that moves the other scores least.
+    move = new - vectors
+    lowered = (move @ scale.T)[:, 7]
+    plain = lowered[:, None] * scale[7][None, :] / scale[7].dot(scale[7])  # straight down token 7's own row
+    others = torch.arange(300) != 7
+    assert torch.allclose((plain @ scale.T)[:, 7], lowered, rtol=1e-4)
+    assert (((move @ scale.T)[:, others] ** 2).sum(1) < ((plain @ scale.T)[:, others] ** 2).sum(1)).all()

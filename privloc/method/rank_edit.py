@@ -111,23 +111,30 @@ def targets(enc: Encoded, tokens_per_span: int) -> list[tuple[int, int, int]]:
 
 
 def _ranks(scores: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
-    """1 + the number of tokens scored strictly higher than `token`, per row."""
-    return 1 + (scores > scores.gather(-1, token.view(-1, 1))).sum(-1)
+    """1 + the number of tokens scored strictly higher than `token`, per row of `scores` [..., V] (`token`
+    [...] or [..., 1])."""
+    token = token.reshape(*scores.shape[:-1], 1)
+    return 1 + (scores > scores.gather(-1, token)).sum(-1)
 
 
-def _demote(vector: torch.Tensor, token: int, scale: torch.Tensor, back: torch.Tensor, leverage: torch.Tensor,
+def _demote(vectors: torch.Tensor, token: int, scale: torch.Tensor, back: torch.Tensor, leverage: torch.Tensor,
             aim: int, rounds: int) -> torch.Tensor:
-    """`vector` changed so that `token` ranks at least `aim` in its projection `scale @ vector`: each round moves
-    the token's score to just under the score ranked `aim`, along the pseudo-inverse's column for the token
-    (divided by its leverage, so that the token's own score moves by exactly that much)."""
+    """`vectors` [k, d] changed so that `token` ranks at least `aim` in each one's projection `scale @ vector`:
+    each round moves the token's score to just under the score ranked `aim`, along the pseudo-inverse's column
+    for the token (divided by its leverage, so that the token's own score moves by exactly that much)."""
+    direction = back[:, token] / leverage[token]  # a move of 1 along it raises the token's score by 1
+    shift = scale @ direction  # [V]: how every score moves with it (shift[token] = 1)
+    scores, total = vectors @ scale.T, torch.zeros(len(vectors), device=vectors.device)
     for _ in range(rounds):
-        scores = scale @ vector
-        if int(_ranks(scores[None], torch.tensor([token]))[0]) >= aim:
+        own = scores[:, token]
+        above = 1 + (scores > own[:, None]).sum(1) < aim
+        if not above.any():
             break
-        floor = scores.topk(aim).values[-1]
-        step = (floor - scores[token]) - 1e-3 * scores.abs().max()
-        vector = vector + step / leverage[token] * back[:, token]
-    return vector
+        floor = scores.topk(aim, dim=1).values[:, -1]
+        step = torch.where(above, (floor - own) - 1e-3 * scores.abs().amax(1), 0.0)
+        scores = scores + step[:, None] * shift[None, :]  # the scores are linear in the vector: no new projection
+        total += step
+    return vectors + total[:, None] * direction[None, :]
 
 
 @torch.no_grad()
@@ -149,6 +156,8 @@ def rank_edit(model: torch.nn.Module, enc: Encoded, pool=None, components: Seque
     device = head.weight.device
     scale = (head.weight.float() * norm.weight.float()[None, :]).to(device)  # [V, d] gain-scaled unembedding
     back = torch.linalg.pinv(scale)  # [d, V]
+    # Choosing layers and units only needs ranks: in bf16 (3.5x faster on a 49k vocabulary); demotion is fp32.
+    rough, head_rough = scale.bfloat16(), (head.weight * 1.0).detach().bfloat16()
     leverage = (scale * back.T).sum(1)  # (scale @ back)[t, t]: how much of a move along back[:, t] reaches t
     aim = min(cfg.demote_rank, scale.shape[0] - 1)
     chosen = targets(enc, cfg.tokens_per_span)
@@ -163,17 +172,23 @@ def rank_edit(model: torch.nn.Module, enc: Encoded, pool=None, components: Seque
         # Activations and residual streams of the model as edited so far: later edits see earlier ones.
         acts, resid = _read(edited, layers, blocks, enc, batch, device)
         for i, row in enumerate(batch):
-            for pos, token in by_row[row]:
-                lens = torch.stack([norm(r[i, pos]) for r in resid]).float() @ head.weight.float().T
-                ranks = _ranks(lens, torch.full((len(layers),), token, device=device))
-                for ly in torch.argsort(ranks, stable=True)[: cfg.layers].tolist():
-                    touched |= _edit_layer(layers[ly], ly, acts[ly][i, pos], token, scale, back, leverage, aim, cfg)
+            positions = torch.tensor([pos for pos, _ in by_row[row]])
+            tokens = torch.tensor([token for _, token in by_row[row]], device=device)
+            # The logit lens at every layer for every target of the row: [layers, targets].
+            lens = norm(torch.stack([r[i, positions] for r in resid])).bfloat16() @ head_rough.T
+            ranks = _ranks(lens, tokens.expand(len(layers), -1).reshape(len(layers), -1, 1)).float()
+            for j, (pos, token) in enumerate(by_row[row]):
+                for ly in torch.argsort(ranks[:, j], stable=True)[: cfg.layers].tolist():
+                    touched |= _edit_layer(layers[ly], ly, acts[ly][i, pos], token, (scale, rough), back, leverage,
+                                           aim, cfg)
     return RankEdited(edited, time.perf_counter() - start, len(chosen), len(touched), skipped)
 
 
-def _edit_layer(layer: _Layer, ly: int, act: torch.Tensor, token: int, scale, back, leverage, aim: int,
+def _edit_layer(layer: _Layer, ly: int, act: torch.Tensor, token: int, scales, back, leverage, aim: int,
                 cfg: RankEditConfig) -> set[tuple[int, int]]:
-    """Edit the units of one layer chosen for one target token; returns the (layer, unit) pairs rewritten."""
+    """Edit the units of one layer chosen for one target token; returns the (layer, unit) pairs rewritten.
+    `scales`: the scaled unembedding in fp32 (for the edit) and bf16 (for choosing)."""
+    scale, rough = scales
     act = act.float().cpu().masked_fill(~layer.allowed, 0.0)
     allowed = int(layer.allowed.sum())
     if allowed == 0:
@@ -184,16 +199,15 @@ def _edit_layer(layer: _Layer, ly: int, act: torch.Tensor, token: int, scale, ba
         return set()
     sign = torch.sign(act[units]).to(scale.device)
     vectors = _vectors(layer, units).float() * sign[:, None]  # as the unit acts here
-    ranks = _ranks(vectors @ scale.T, torch.full((len(units),), token, device=scale.device))
+    ranks = _ranks(vectors.bfloat16() @ rough.T, torch.full((len(units),), token, device=scale.device))
     keep = torch.argsort(ranks, stable=True)[: cfg.units_per_target]
-    done = set()
-    for k in keep.tolist():
-        if int(ranks[k]) >= aim:
-            continue  # this unit does not promote the token: nothing to demote
-        new = _demote(vectors[k], token, scale, back, leverage, aim, cfg.rounds) * sign[k]
-        _write(layer, int(units[k]), new.to(layer.module.weight.dtype))
-        done.add((ly, int(units[k])))
-    return done
+    keep = keep[ranks[keep] < aim]  # a unit that does not promote the token has nothing to demote
+    if len(keep) == 0:
+        return set()
+    new = _demote(vectors[keep], token, scale, back, leverage, aim, cfg.rounds) * sign[keep, None]
+    for k, vector in zip(keep.tolist(), new, strict=True):
+        _write(layer, int(units[k]), vector.to(layer.module.weight.dtype))
+    return {(ly, int(units[k])) for k in keep.tolist()}
 
 
 def _read(model, layers: list[_Layer], blocks, enc: Encoded, batch: list[int], device):

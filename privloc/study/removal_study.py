@@ -144,19 +144,14 @@ def _edit_corpus(v: Victim, profile: Profile, learned: list[int], loss: str) -> 
 
 def _removal_rows(v: Victim, profile: Profile, parts, method: str, unit_label: str, ids, components,
                   progress) -> list[dict]:
-    """The rows of one removal on one unit set: each strength cached on its own (a rank edit has one)."""
+    """The rows of one removal on one unit set, each strength cached on its own."""
     cfg, learned = profile.removal, parts["learned documents"]
     loss, which = EDITS[method]
     common = (v.path.name, method, unit_label, state_attacks.plain_ids(ids), list(components))
     if loss == "rank":
-        key = artifacts.config_key(*common, cfg.rank_edit, learned, profile.attack)
-
-        def make() -> list[dict]:
-            out = rank_edit(v.model, v.corpus.enc_train.select(learned), ids, components, cfg.rank_edit, progress)
-            strength = f"rank ≥ {cfg.rank_edit.demote_rank}, {out.units} units"
-            return [{"strength": strength, "seconds": out.seconds, **r}
-                    for r in _rows(v, profile, parts, None, None, model=out.model, label=f"removal {key}")]
-        return _cached(v, key, make)
+        return [r for aim in cfg.rank_demotions
+                for r in _rank_edit_rows(v, profile, parts, common, ids, components,
+                                         replace(cfg.rank_edit, demote_rank=aim), progress)]
     lr = cfg.unlearn_lr if which == ("all",) and cfg.unlearn_lr else cfg.edit.lr
     edit = replace(cfg.edit, loss=loss, lr=lr)
     extra = (cfg.overwrite_copies,) if loss == "overwrite" else (cfg.npo_beta,) if loss == "npo" else ()
@@ -173,3 +168,15 @@ def _removal_rows(v: Victim, profile: Profile, parts, method: str, unit_label: s
         return [{"strength": f"{s} steps", "seconds": seconds, **r}
                 for r in _rows(v, profile, parts, None, None, model=model, label=f"removal {keys[s]} {s}")]
     return [r for s in steps for r in _cached(v, keys[s], lambda s=s: make(s))]
+
+
+def _rank_edit_rows(v: Victim, profile: Profile, parts, common: tuple, ids, components, edit, progress) -> list[dict]:
+    """The rows of one rank edit (`common`: what names the removal and its units, for the cache key)."""
+    key = artifacts.config_key(*common, edit, parts["learned documents"], profile.attack)
+
+    def make() -> list[dict]:
+        enc = v.corpus.enc_train.select(parts["learned documents"])
+        out = rank_edit(v.model, enc, ids, components, edit, progress)
+        return [{"strength": f"rank ≥ {edit.demote_rank}", "seconds": out.seconds, "units_edited": out.units, **r}
+                for r in _rows(v, profile, parts, None, None, model=out.model, label=f"removal {key}")]
+    return _cached(v, key, make)
