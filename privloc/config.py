@@ -201,8 +201,9 @@ class RemovalConfig:
     # every weight).
     methods: tuple[str, ...] = ("edit", "overwrite", "rank-edit", "unlearn", "npo")
     unlearn_lr: float | None = None  # Adam's rate when every weight is trained (None: the edit's)
-    # The every-weight removals ("unlearn", "npo") judged at these step counts (None: edit_steps).
-    unlearn_steps: tuple[int, ...] | None = None
+    # The every-weight removals ("unlearn", "npo") judged at these step counts (None: edit_steps): on the echr
+    # victim unlearning had taken leak_any to 0.66 / 0.52 at 100 steps and was still falling.
+    unlearn_steps: tuple[int, ...] | None = (25, 50, 100, 200, 400)
     npo_beta: float = 0.1  # NPO's inverse temperature (Zhang et al. 2024 use 0.1)
     rank_edit: RankEditConfig = field(default_factory=RankEditConfig)
     # The rank edit is judged at each of these aims (RankEditConfig.demote_rank), one edit each. On the echr
@@ -326,7 +327,8 @@ PROFILES: dict[str, Profile] = {
                           injection_localize_steps=3),
         attack=AttackConfig(sweep=(1, 10), n_candidates=10, pool_size=60, pass_spans=12, search_spans=6),
         removal=RemovalConfig(shares=(0.05, 0.1), edit_steps=(2, 4), edit=EditConfig(batch_size=2),
-                              methods=("edit", "overwrite", "rank-edit", "unlearn", "npo"), rank_demotions=(20,)),
+                              methods=("edit", "overwrite", "rank-edit", "unlearn", "npo"), unlearn_steps=None,
+                              rank_demotions=(20,)),
     ),
     "default": Profile(name="default"),
     "pretrained": PRETRAINED,
@@ -352,7 +354,8 @@ PROFILES["pretrained-smoke"] = replace(
     localize=replace(PROFILES["smoke"].localize, steps=2, autocast="bfloat16"),
     study=replace(PROFILES["smoke"].study, n_localization_seeds=1, n_random_seeds=1),
     attack=replace(PROFILES["smoke"].attack, pass_spans=6, search_spans=3, calibration_spans=6, autocast="bfloat16"),
-    removal=replace(PRETRAINED.removal, edit_steps=(2,), edit=replace(PRETRAINED.removal.edit, batch_size=2)))
+    removal=replace(PRETRAINED.removal, edit_steps=(2,), unlearn_steps=None,
+                    edit=replace(PRETRAINED.removal.edit, batch_size=2)))
 
 
 def pretrained_profile(name: str) -> str:

@@ -101,6 +101,26 @@ def _floor(table: pd.DataFrame) -> pd.DataFrame:
     return table[~table["method"].isin(["original", "deactivate", *EDITS])]
 
 
+def closest(table: pd.DataFrame, max_ppl_change: float = 5.0):
+    """The removal and strength nearest to holding at most `max_ppl_change` % perplexity: the smallest excess,
+    over its worse document part, of leak_any above the floor or of the bottom tail above chance (a removal
+    that buries the truth is not near). ((method, units, strength), leak_any minus the floor per part,
+    leak_any per part), or None."""
+    floor = _floor(table).set_index("documents")["leak_any"]
+    here = table[table["method"].isin(list(COLORS)) & (table["ppl_change_pct"] <= max_ppl_change)]
+    if not len(floor) or not len(here):
+        return None
+    here = here.assign(gap=here["leak_any"] - here["documents"].map(floor))
+    excess = np.maximum(here["gap"], here["leak_candidates_low"] - here["leak_candidates_chance"])
+    worst = here.assign(excess=excess).groupby(["method", "units", "strength"], sort=False)["excess"].max()
+    if worst.isna().all():
+        return None
+    best = worst.idxmin()
+    rows = here.set_index(["method", "units", "strength"]).loc[[best]].set_index("documents")
+    parts = ("learned documents", "held-out documents")
+    return best, [float(rows.loc[p, "gap"]) for p in parts], [float(rows.loc[p, "leak_any"]) for p in parts]
+
+
 def findings(table: pd.DataFrame, kind: str, budget: int, tolerance: float = 0.05,
              max_ppl_change: float = 5.0) -> list[str]:
     """'What we found' for one victim kind, from its comparison table."""
@@ -129,6 +149,12 @@ def findings(table: pd.DataFrame, kind: str, budget: int, tolerance: float = 0.0
         lines.append(f"- Holds ({criterion}): " + "; ".join(f"{_name(m, u)} ({s})" for m, u, s in ok) + ".")
     else:
         lines.append(f"- No removal holds ({criterion}).")
+    near = closest(table, max_ppl_change)
+    if near is not None:
+        (method, units, strength), gaps, leaks = near
+        lines.append(f"- Closest at most +{max_ppl_change:.0f}% perplexity: {_name(method, units)} ({strength}), "
+                     f"`leak_any` {leaks[0]:.2f} / {leaks[1]:.2f}, {gaps[0]:+.2f} / {gaps[1]:+.2f} from the floor "
+                     "(learned / held-out documents).")
     helps = units_help(table)
     if len(helps):
         mean = helps.groupby("method")["d_leak_any"].mean()
