@@ -305,9 +305,10 @@ PRETRAINED = Profile(
     # search and candidate ranking: ~80 s per model state. With 400 / 100 spans it took 118 s (pass 47 s, beam 36 s,
     # candidates 34 s); all ~2,100 spans, as the small victims' suite runs, would take minutes per state.
     attack=AttackConfig(autocast="bfloat16", pass_spans=200, search_spans=80),
-    # One strength per edit and no overwrite: each attacked state costs minutes here, an edit step ~6 s. On the
-    # learned echr documents, 30 steps on our 5% of units took the PII tokens' teacher-forced accuracy from 1.00
-    # to 0.99 at lr 1e-4 and to 0.10 at 1e-3; on every weight, 1e-4 took it to 0.03 (non-PII loss 0.238 → 0.241).
+    # One strength per unit edit and no overwrite: each attacked state costs ~5 minutes here, an edit step ~6 s
+    # (NPO ~7 s). On the learned echr documents, 30 steps on our 5% of units took the PII tokens' teacher-forced
+    # accuracy from 1.00 to 0.99 at lr 1e-4 and to 0.10 at 1e-3; on every weight, 1e-4 took it to 0.03 (non-PII
+    # loss 0.238 → 0.241). Unlearning every weight is taken to 90 steps: at 30 it left leak_any at 0.28 / 0.20.
     removal=RemovalConfig(shares=(0.05,), edit_steps=(30,), methods=("edit", "rank-edit", "unlearn", "npo"),
                           unlearn_lr=1e-4, unlearn_steps=(30, 90), rank_demotions=(500,),
                           edit=EditConfig(batch_size=8, lr=1e-3, autocast="bfloat16")),

@@ -53,9 +53,12 @@ EDITS = {"edit": ("unlikelihood", ("privloc", "random")), "edit-margin": ("margi
 SUBSTITUTE_SEED_OFFSET = 1000
 
 
-def with_strengths(profile: Profile, shares=None, edit_steps=None) -> Profile:
-    """`profile` with the notebook's deactivation shares and edit step counts (None keeps the profile's)."""
-    chosen = {k: tuple(v) for k, v in (("shares", shares), ("edit_steps", edit_steps)) if v is not None}
+def with_strengths(profile: Profile, shares=None, edit_steps=None, unlearn_steps=None, rank_demotions=None) -> Profile:
+    """`profile` with the notebook's deactivation shares, step counts and rank-edit aims (None keeps the
+    profile's)."""
+    given = (("shares", shares), ("edit_steps", edit_steps), ("unlearn_steps", unlearn_steps),
+             ("rank_demotions", rank_demotions))
+    chosen = {k: tuple(v) for k, v in given if v is not None}
     return replace(profile, removal=replace(profile.removal, **chosen)) if chosen else profile
 
 
