@@ -80,7 +80,7 @@ def plot_tradeoff(table: pd.DataFrame, title: str, budget: int):
                 ax.plot(here["ppl_change_pct"], here[metric], ls=ls, color=COLORS[method], ms=5,
                         mfc=COLORS[method] if ls == "-" else "white", **UNIT_STYLE[units],
                         label=_name(method, units) if ls == "-" else None)
-        ax.scatter([0] * len(base), base[metric], color="black", marker="X", s=40, zorder=3, label="original")
+        ax.scatter([0] * len(base), base[metric], color="black", marker="X", s=40, zorder=1, label="original")  # under the curves: a removal that changes nothing sits on it
         if len(floor):
             ax.scatter(floor["ppl_change_pct"], floor[metric], color="grey", marker="*", s=80, zorder=3,
                        label=f"{floor['method'].iloc[0]} (never saw the PII)")
