@@ -286,3 +286,16 @@ def test_leftovers_of_another_output_are_not_taken_for_this_ones(tmp_path, monke
     with outputs.claim("a*", False, "audit"):
         pass
     assert other.exists()
+
+
+def test_only_privlocs_own_marked_leftovers_are_removed_beside_an_output(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    users = [tmp_path / ".out.privloc-notes", tmp_path / ".out.privloc-partial-7"]  # no marker: not privloc's
+    for folder in users:
+        folder.mkdir()
+        (folder / "mine.txt").write_text("a user's file")
+    (tmp_path / ".out.privloc-old-8").write_text("a user's file, not a folder")
+    with outputs.claim("out", False, "audit"):
+        pass
+    assert all((folder / "mine.txt").read_text() == "a user's file" for folder in users)
+    assert (tmp_path / ".out.privloc-old-8").read_text() == "a user's file, not a folder"

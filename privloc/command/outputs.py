@@ -5,8 +5,9 @@ working directory, the home folder, and any existing folder without privloc's ma
 beside the folder so that a second run on the same `--out` is refused while the first one works; and it makes
 the staging folder the output is written into, which also proves the parent writable before hours of
 computation. On success the staging folder and the old output swap places in one atomic rename (or the
-staging folder takes the free name), and only then is the old output deleted. Whatever a killed run leaves
-beside the folder (`.NAME.privloc-*`) is cleaned up by the next run that claims the same `--out`.
+staging folder takes the free name), and only then is the old output deleted. What a killed run leaves beside
+the folder (`.NAME.privloc-partial-PID`, `.NAME.privloc-old-PID`, each carrying the marker from its creation) is
+cleaned up by the next run that claims the same `--out`; nothing else beside it is ever touched.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -106,15 +108,18 @@ class Claim:
     def _clean_leftovers(self) -> None:
         """Remove what killed runs left beside the folder (we hold the lock, so none of it is live)."""
         # The name is escaped: an --out such as "run[1]" or "a*" must not match other folders' leftovers.
-        leftovers = sorted(self.out.parent.glob(f"{glob.escape('.' + self.out.name)}.privloc-*"))
+        # Only folders with the exact names a claim gives and privloc's marker: never a user's file or folder.
+        own = re.compile(re.escape(f".{self.out.name}.privloc-") + r"(partial|old)-\d+")
+        leftovers = sorted(p for p in self.out.parent.glob(f"{glob.escape('.' + self.out.name)}.privloc-*")
+                           if own.fullmatch(p.name) and p.is_dir() and not p.is_symlink() and written_by_privloc(p))
         olds = [p for p in leftovers if ".privloc-old-" in p.name]
         if not self.out.exists() and olds:
             # Killed between moving the old output aside and moving the new one in: put the old one back.
             os.rename(olds[0], self.out)
             self.notes.append(f"restored {self.out} from an interrupted run")
         for path in leftovers:
-            if path != self.lock and path.exists():
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            if path.exists():
+                shutil.rmtree(path, ignore_errors=True)
                 self.notes.append(f"removed {path.name}, left by an interrupted run")
 
     def __enter__(self) -> Path:
@@ -122,6 +127,8 @@ class Claim:
         try:
             self._clean_leftovers()
             os.mkdir(self.staging, 0o777)  # the user's umask applies, as to any folder they create
+            # Marked from the start, so that a killed run's leftover is known to be privloc's (_finish rewrites it).
+            (self.staging / MARKER).write_text(json.dumps({"privloc": __version__, "partial": True}) + "\n")
         except BaseException as error:
             self.lock.unlink(missing_ok=True)
             if isinstance(error, OSError):
