@@ -30,11 +30,12 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from privloc.config import RankEditConfig
 from privloc.method import families
 from privloc.method.families import COMPONENTS
-from privloc.method.lens import lens_parts
+from privloc.method.lens import block_outputs, lens_parts
 from privloc.method.masking import NeuronMasker
 from privloc.method.mitigate import _drop_masker_hooks, output_axis
 from privloc.method.model import trim
@@ -143,8 +144,6 @@ def rank_edit(model: torch.nn.Module, enc: Encoded, pool=None, components: Seque
     """A copy of `model` whose chosen MLP units no longer promote the memorised PII of `enc` (see the module's
     docstring); `pool` (ids of a NeuronMasker(model, components)) restricts the units, None lets it choose among
     every MLP unit. The original is left as it is."""
-    from tqdm.auto import tqdm
-
     cfg = cfg or RankEditConfig()
     start = time.perf_counter()
     edited = copy.deepcopy(model).eval()
@@ -152,12 +151,12 @@ def rank_edit(model: torch.nn.Module, enc: Encoded, pool=None, components: Seque
     layers, skipped = _layers(edited, pool, components)
     if not any(layer.allowed.any() for layer in layers):
         raise ValueError("the pool holds no MLP unit (mlp.in): a rank edit has nothing to rewrite")
-    _, blocks, norm, head = lens_parts(edited)
+    _, _, norm, head = lens_parts(edited)
     device = head.weight.device
     scale = (head.weight.float() * norm.weight.float()[None, :]).to(device)  # [V, d] gain-scaled unembedding
     back = torch.linalg.pinv(scale)  # [d, V]
     # Choosing layers and units only needs ranks: in bf16 (3.5x faster on a 49k vocabulary); demotion is fp32.
-    rough, head_rough = scale.bfloat16(), (head.weight * 1.0).detach().bfloat16()
+    rough, head_rough = scale.bfloat16(), head.weight.detach().bfloat16()
     leverage = (scale * back.T).sum(1)  # (scale @ back)[t, t]: how much of a move along back[:, t] reaches t
     aim = min(cfg.demote_rank, scale.shape[0] - 1)
     chosen = targets(enc, cfg.tokens_per_span)
@@ -170,7 +169,7 @@ def rank_edit(model: torch.nn.Module, enc: Encoded, pool=None, components: Seque
     for first in tqdm(range(0, len(rows), cfg.batch_size), desc="rank edit", disable=not progress, leave=False):
         batch = rows[first: first + cfg.batch_size]
         # Activations and residual streams of the model as edited so far: later edits see earlier ones.
-        acts, resid = _read(edited, layers, blocks, enc, batch, device)
+        acts, resid = _read(edited, layers, enc, batch, device)
         for i, row in enumerate(batch):
             positions = torch.tensor([pos for pos, _ in by_row[row]])
             tokens = torch.tensor([token for _, token in by_row[row]], device=device)
@@ -210,19 +209,14 @@ def _edit_layer(layer: _Layer, ly: int, act: torch.Tensor, token: int, scales, b
     return {(ly, int(units[k])) for k in keep.tolist()}
 
 
-def _read(model, layers: list[_Layer], blocks, enc: Encoded, batch: list[int], device):
+def _read(model, layers: list[_Layer], enc: Encoded, batch: list[int], device):
     """The MLP units' activations (input of each output projection) and each block's output, for `batch`."""
     ids, attention = trim(enc.input_ids[batch], enc.attention_mask[batch])
-    acts, resid, handles = [], [], []
-    for layer in layers:
-        handles.append(layer.module.register_forward_pre_hook(lambda m, a: acts.append(a[0].detach())))
-    for block in blocks:
-        handles.append(block.register_forward_hook(
-            lambda m, a, out: resid.append((out[0] if isinstance(out, tuple) else out).detach())))
+    acts = []
+    handles = [layer.module.register_forward_pre_hook(lambda m, a: acts.append(a[0].detach())) for layer in layers]
     try:
-        model(input_ids=ids.to(device), attention_mask=attention.to(device))
+        resid = block_outputs(model, ids.to(device), attention.to(device))
     finally:
         for h in handles:
             h.remove()
-    cols = [layer.columns.to(a.device) for layer, a in zip(layers, acts, strict=True)]
-    return [a.index_select(-1, c) for a, c in zip(acts, cols, strict=True)], resid
+    return [a.index_select(-1, layer.columns.to(a.device)) for layer, a in zip(layers, acts, strict=True)], resid
